@@ -1,0 +1,14 @@
+/**
+ * `@moepp/tensors-core`: the base every other package of the kit builds on.
+ *
+ * - {@link initBackend}: pick cpu / wasm / tensorflow and register the kernel fixes;
+ * - {@link SeededRandom} and initialisers: reproducible numbers;
+ * - {@link checkShape}, {@link checkNumber}: errors that name the op, the argument, expected and actual;
+ * - dispatch primitives for sparse MoE layers; FLOP and parameter accounting.
+ *
+ * @packageDocumentation
+ */
+export * from './errors.js';
+export * from './random.js';
+export * from './backend.js';
+export { registerKernelFixes } from './kernels/index.js';

@@ -1,0 +1,146 @@
+/**
+ * Helpers for tests of tfjs code, exported as `@moepp/tensors-core/testing`:
+ * closeness with a readable diff, a no-leak check and a finite-difference gradient check.
+ */
+import * as tf from '@tensorflow/tfjs';
+
+/** Tolerances for {@link expectTensorClose}: `|a - b| <= atol + rtol·|b|` elementwise. */
+export interface Tolerance {
+  /** Absolute tolerance. Default 1e-5. */
+  readonly atol?: number;
+  /** Relative tolerance. Default 1e-4. */
+  readonly rtol?: number;
+}
+
+/**
+ * Asserts that a tensor equals an expected tensor or nested array in shape and, within tolerance, values.
+ *
+ * @param actual - the tensor under test
+ * @param expected - a tensor, a nested number array or a typed array of the same shape
+ * @param tolerance - see {@link Tolerance}
+ * @throws Error naming the shape mismatch or the first differing elements and the largest difference
+ */
+export function expectTensorClose(
+  actual: tf.Tensor,
+  expected: tf.Tensor | tf.TensorLike,
+  tolerance: Tolerance = {},
+): void {
+  const atol = tolerance.atol ?? 1e-5;
+  const rtol = tolerance.rtol ?? 1e-4;
+  const expectedTensor = expected instanceof tf.Tensor ? expected : tf.tensor(expected as tf.TensorLike);
+  try {
+    const aShape = actual.shape;
+    const eShape = expectedTensor.shape;
+    if (aShape.length !== eShape.length || aShape.some((d, i) => d !== eShape[i])) {
+      throw new Error(`expectTensorClose: shape [${aShape.join(', ')}] differs from expected [${eShape.join(', ')}]`);
+    }
+    const a = actual.dataSync();
+    const e = expectedTensor.dataSync();
+    const bad: string[] = [];
+    let worst = 0;
+    for (let i = 0; i < a.length; i++) {
+      const av = Number(a[i]);
+      const ev = Number(e[i]);
+      const diff = Math.abs(av - ev);
+      const ok = diff <= atol + rtol * Math.abs(ev) || (Number.isNaN(av) && Number.isNaN(ev)) || av === ev;
+      if (!ok) {
+        worst = Math.max(worst, Number.isNaN(diff) ? Infinity : diff);
+        if (bad.length < 5) bad.push(`[${unravel(i, aShape).join(', ')}]: ${av} vs ${ev}`);
+      }
+    }
+    if (bad.length > 0) {
+      throw new Error(
+        `expectTensorClose: values differ (atol ${atol}, rtol ${rtol}, largest |diff| ${worst}); first: ${bad.join('; ')}`,
+      );
+    }
+  } finally {
+    if (!(expected instanceof tf.Tensor)) expectedTensor.dispose();
+  }
+}
+
+function unravel(flat: number, shape: readonly number[]): number[] {
+  const index: number[] = new Array(shape.length).fill(0);
+  for (let axis = shape.length - 1; axis >= 0; axis--) {
+    const size = shape[axis] as number;
+    index[axis] = flat % size;
+    flat = Math.floor(flat / size);
+  }
+  return index;
+}
+
+/**
+ * Runs `fn` and asserts that the number of live tensors afterwards equals the number before, plus
+ * `expectedNew` (for tensors that `fn` intentionally returns and the caller will dispose).
+ *
+ * @param fn - the code under test; may be async
+ * @param expectedNew - tensors `fn` is allowed to leave alive
+ * @returns whatever `fn` returns
+ * @throws Error with the before and after counts when tensors leaked
+ */
+export async function expectNoLeak<T>(fn: () => T | Promise<T>, expectedNew = 0): Promise<T> {
+  const before = tf.memory().numTensors;
+  const result = await fn();
+  const after = tf.memory().numTensors;
+  if (after !== before + expectedNew) {
+    throw new Error(
+      `expectNoLeak: ${before} tensors before, ${after} after; expected ${before + expectedNew} (${after - before - expectedNew} leaked)`,
+    );
+  }
+  return result;
+}
+
+/** Options for {@link checkGradients}. */
+export interface GradientCheckOptions extends Tolerance {
+  /** Step of the central difference. Default 1e-2 (float32 arithmetic needs a large step). */
+  readonly epsilon?: number;
+  /** Check at most this many elements per input (spread evenly). Default 24. */
+  readonly maxElements?: number;
+}
+
+/**
+ * Compares tfjs's analytic gradients of a scalar function with central finite differences
+ * `(f(x + eps·e_i) - f(x - eps·e_i)) / (2·eps)`.
+ *
+ * Use smooth functions and float64-friendly magnitudes: the check runs in float32, so tolerances of
+ * about 1e-2 relative are realistic.
+ *
+ * @param f - a function of the inputs that returns a scalar tensor
+ * @param inputs - the points at which to check (not modified)
+ * @param options - step, tolerances and the number of elements checked
+ * @throws Error naming the input, the element, the analytic and the numeric value
+ */
+export function checkGradients(
+  f: (...inputs: tf.Tensor[]) => tf.Scalar,
+  inputs: tf.Tensor[],
+  options: GradientCheckOptions = {},
+): void {
+  const epsilon = options.epsilon ?? 1e-2;
+  const atol = options.atol ?? 1e-3;
+  const rtol = options.rtol ?? 2e-2;
+  const maxElements = options.maxElements ?? 24;
+  const analytic = tf.tidy(() => tf.grads(f)(inputs).map((g) => g.dataSync().slice()));
+  const values = inputs.map((x) => Float32Array.from(x.dataSync()));
+  const evaluate = (which: number, flat: number, delta: number): number =>
+    tf.tidy(() => {
+      const shifted = values.map((v, i) => {
+        if (i !== which) return inputs[i] as tf.Tensor;
+        const copy = Float32Array.from(v);
+        copy[flat] = (copy[flat] as number) + delta;
+        return tf.tensor(copy, (inputs[i] as tf.Tensor).shape, 'float32');
+      });
+      return f(...shifted).dataSync()[0] as number;
+    });
+  inputs.forEach((input, which) => {
+    const size = input.size;
+    const stride = Math.max(1, Math.floor(size / maxElements));
+    for (let flat = 0; flat < size; flat += stride) {
+      const numeric = (evaluate(which, flat, epsilon) - evaluate(which, flat, -epsilon)) / (2 * epsilon);
+      const exact = (analytic[which] as ArrayLike<number>)[flat] as number;
+      if (!(Math.abs(exact - numeric) <= atol + rtol * Math.abs(numeric))) {
+        throw new Error(
+          `checkGradients: input ${which} element [${unravel(flat, input.shape).join(', ')}]: analytic ${exact}, finite difference ${numeric}`,
+        );
+      }
+    }
+  });
+}
