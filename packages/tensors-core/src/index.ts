@@ -12,3 +12,4 @@ export * from './errors.js';
 export * from './random.js';
 export * from './backend.js';
 export { registerKernelFixes } from './kernels/index.js';
+export * from './expert-kinds.js';
