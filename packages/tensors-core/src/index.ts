@@ -13,3 +13,5 @@ export * from './random.js';
 export * from './backend.js';
 export { registerKernelFixes } from './kernels/index.js';
 export * from './expert-kinds.js';
+export * from './dispatch.js';
+export * from './accounting.js';
