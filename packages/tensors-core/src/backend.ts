@@ -11,7 +11,7 @@
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import { checkOneOf, ConfigError } from './errors.js';
-import { registerKernelFixes } from './kernels/index.js';
+import { registerKernelFixes, unregisterKernelFixes } from './kernels/index.js';
 
 /** The backends {@link initBackend} accepts. `auto` picks the fastest one present. */
 export type BackendChoice = 'auto' | 'cpu' | 'wasm' | 'tensorflow';
@@ -23,7 +23,10 @@ export const BACKEND_CHOICES: readonly BackendChoice[] = ['auto', 'cpu', 'wasm',
 export interface BackendOptions {
   /** Which backend to use. Default `'auto'`: tensorflow if installed, else wasm. */
   readonly backend?: BackendChoice;
-  /** Register the kit's kernel fixes. Default `true`; `false` gives stock tfjs (for benchmarks). */
+  /**
+   * Register the kit's kernel fixes. Default `true`; `false` gives stock tfjs (for benchmarks): it
+   * removes this backend's kernel fixes and the global gradient fixes registered earlier.
+   */
   readonly kernelFixes?: boolean;
   /** Call `tf.enableProdMode()` (skips debug checks, silences the tfjs-node banner). Default `true`. */
   readonly prodMode?: boolean;
@@ -37,7 +40,7 @@ export interface BackendReport {
   readonly backend: string;
   /** For `tensorflow`: which npm package provided it. */
   readonly tensorflowPackage?: string;
-  /** The kernel fixes registered for this backend (empty when `kernelFixes` is false). */
+  /** The kernel fixes active for this backend (empty when `kernelFixes` is false). */
   readonly kernelFixes: readonly string[];
   /** One human-readable line, e.g. for a report header. */
   readonly summary: string;
@@ -61,7 +64,8 @@ async function loadTensorflow(): Promise<string | null> {
 /**
  * Selects and initialises a backend, and registers the kit's kernel fixes for it.
  *
- * Calling it again switches backends; kernel fixes stay registered for a backend once set.
+ * Calling it again switches backends. Kernel fixes stay registered for a backend once set, unless a
+ * later call for that backend passes `kernelFixes: false`.
  *
  * @param options - see {@link BackendOptions}
  * @returns what is active, see {@link BackendReport}
@@ -98,6 +102,8 @@ export async function initBackend(options: BackendOptions = {}): Promise<Backend
   let fixes: readonly string[] = [];
   if (kernelFixes) {
     fixes = registerKernelFixes(backend);
+  } else {
+    unregisterKernelFixes(backend);
   }
   const summary =
     `tfjs ${tf.version_core} on '${backend}'` +

@@ -11,7 +11,15 @@
 export * from './errors.js';
 export * from './random.js';
 export * from './backend.js';
-export { registerKernelFixes } from './kernels/index.js';
+export {
+  registerKernelFixes,
+  unregisterKernelFixes,
+  activeKernelFixes,
+  withStockKernels,
+  KERNEL_FIXES,
+  KERNEL_FIX_BACKENDS,
+  type KernelFixInfo,
+} from './kernels/index.js';
 export * from './expert-kinds.js';
 export * from './dispatch.js';
 export * from './accounting.js';

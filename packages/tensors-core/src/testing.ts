@@ -29,33 +29,78 @@ export function expectTensorClose(
   const rtol = tolerance.rtol ?? 1e-4;
   const expectedTensor = expected instanceof tf.Tensor ? expected : tf.tensor(expected as tf.TensorLike);
   try {
-    const aShape = actual.shape;
-    const eShape = expectedTensor.shape;
-    if (aShape.length !== eShape.length || aShape.some((d, i) => d !== eShape[i])) {
-      throw new Error(`expectTensorClose: shape [${aShape.join(', ')}] differs from expected [${eShape.join(', ')}]`);
-    }
-    const a = actual.dataSync();
-    const e = expectedTensor.dataSync();
-    const bad: string[] = [];
-    let worst = 0;
-    for (let i = 0; i < a.length; i++) {
-      const av = Number(a[i]);
-      const ev = Number(e[i]);
-      const diff = Math.abs(av - ev);
-      const ok = diff <= atol + rtol * Math.abs(ev) || (Number.isNaN(av) && Number.isNaN(ev)) || av === ev;
-      if (!ok) {
-        worst = Math.max(worst, Number.isNaN(diff) ? Infinity : diff);
-        if (bad.length < 5) bad.push(`[${unravel(i, aShape).join(', ')}]: ${av} vs ${ev}`);
-      }
-    }
-    if (bad.length > 0) {
-      throw new Error(
-        `expectTensorClose: values differ (atol ${atol}, rtol ${rtol}, largest |diff| ${worst}); first: ${bad.join('; ')}`,
-      );
-    }
+    compareValues(
+      'expectTensorClose',
+      actual.shape,
+      actual.dataSync() as ArrayLike<number>,
+      expectedTensor.shape,
+      expectedTensor.dataSync() as ArrayLike<number>,
+      atol,
+      rtol,
+    );
   } finally {
     if (!(expected instanceof tf.Tensor)) expectedTensor.dispose();
   }
+}
+
+function compareValues(
+  op: string,
+  aShape: readonly number[],
+  a: ArrayLike<number>,
+  eShape: readonly number[],
+  e: ArrayLike<number>,
+  atol: number,
+  rtol: number,
+): void {
+  if (aShape.length !== eShape.length || aShape.some((d, i) => d !== eShape[i])) {
+    throw new Error(`${op}: shape [${aShape.join(', ')}] differs from expected [${eShape.join(', ')}]`);
+  }
+  if (a.length !== e.length) {
+    throw new Error(`${op}: ${a.length} values for shape [${aShape.join(', ')}], expected ${e.length}`);
+  }
+  const bad: string[] = [];
+  let worst = 0;
+  for (let i = 0; i < a.length; i++) {
+    const av = Number(a[i]);
+    const ev = Number(e[i]);
+    const diff = Math.abs(av - ev);
+    const ok = diff <= atol + rtol * Math.abs(ev) || (Number.isNaN(av) && Number.isNaN(ev)) || av === ev;
+    if (!ok) {
+      worst = Math.max(worst, Number.isNaN(diff) ? Infinity : diff);
+      if (bad.length < 5) bad.push(`[${unravel(i, aShape).join(', ')}]: ${av} vs ${ev}`);
+    }
+  }
+  if (bad.length > 0) {
+    throw new Error(`${op}: values differ (atol ${atol}, rtol ${rtol}, largest |diff| ${worst}); first: ${bad.join('; ')}`);
+  }
+}
+
+/** A tensor's shape, dtype and values, read back from its backend (see {@link valuesOn}). */
+export interface TensorValues {
+  readonly shape: readonly number[];
+  readonly dtype: tf.DataType;
+  readonly values: ArrayLike<number>;
+}
+
+/**
+ * Asserts that two read-back tensors ({@link valuesOn}) agree in shape and, within tolerance, values.
+ * Dtypes are not compared (a float32 result may be checked against an int32 reference).
+ *
+ * @param actual - the values under test
+ * @param expected - the reference values
+ * @param tolerance - see {@link Tolerance}
+ * @throws Error naming the shape mismatch or the first differing elements and the largest difference
+ */
+export function expectValuesClose(actual: TensorValues, expected: TensorValues, tolerance: Tolerance = {}): void {
+  compareValues(
+    'expectValuesClose',
+    actual.shape,
+    actual.values,
+    expected.shape,
+    expected.values,
+    tolerance.atol ?? 1e-5,
+    tolerance.rtol ?? 1e-4,
+  );
 }
 
 function unravel(flat: number, shape: readonly number[]): number[] {
@@ -141,6 +186,48 @@ export function checkGradients(
           `checkGradients: input ${which} element [${unravel(flat, input.shape).join(', ')}]: analytic ${exact}, finite difference ${numeric}`,
         );
       }
+    }
+  });
+}
+
+/**
+ * Runs `fn` on a given backend and switches back to the previous backend afterwards, even if `fn`
+ * throws. Tests that compare backends (say, wasm against the cpu reference) use it so that the
+ * backend chosen by the test setup stays in force for the next test.
+ *
+ * @param backend - the tfjs backend to run on, e.g. `'cpu'` or `'wasm'`
+ * @param fn - the code to run; may be async
+ * @returns whatever `fn` returns
+ * @throws Error naming the backend if tfjs cannot switch to it, or whatever `fn` throws
+ */
+export async function withBackend<T>(backend: string, fn: () => T | Promise<T>): Promise<T> {
+  const previous = tf.getBackend();
+  if (!(await tf.setBackend(backend))) throw new Error(`withBackend: backend '${backend}' failed to initialise`);
+  try {
+    return await fn();
+  } finally {
+    await tf.setBackend(previous);
+  }
+}
+
+/**
+ * Computes tensors on a given backend and reads them back as plain values, disposing every tensor
+ * `compute` made (it runs inside `tf.tidy`). The usual way to compare a backend with the cpu
+ * reference: `expectValuesClose((await valuesOn('wasm', f))[0], (await valuesOn('cpu', f))[0])`.
+ *
+ * @param backend - the tfjs backend to run on
+ * @param compute - builds its inputs and returns the tensors to read (one or several)
+ * @returns one {@link TensorValues} per returned tensor, in order
+ * @throws whatever `compute` throws, after switching back to the previous backend
+ */
+export async function valuesOn(backend: string, compute: () => tf.Tensor | tf.Tensor[]): Promise<TensorValues[]> {
+  return withBackend(backend, () => {
+    const outputs = tf.tidy(compute);
+    const list = Array.isArray(outputs) ? outputs : [outputs];
+    try {
+      return list.map((t) => ({ shape: [...t.shape], dtype: t.dtype, values: t.dataSync().slice() as ArrayLike<number> }));
+    } finally {
+      tf.dispose(list);
     }
   });
 }

@@ -1,0 +1,70 @@
+/**
+ * Command-line flags shared by `run.ts` and every benchmark file that can run alone
+ * (`tsx --conditions=source src/kernels.ts --quick`).
+ */
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+
+/** Parsed flags. */
+export interface CliOptions {
+  /** `--quick`: fewer repetitions; long stock configurations skipped. */
+  readonly quick: boolean;
+  /** `--only <name>` (repeatable, or comma-separated): the benchmarks to run; `null` for all. */
+  readonly only: readonly string[] | null;
+  /** `--out <dir>`: where results go. Default `benchmarks/results`. */
+  readonly outDir: string;
+  /** `--help` / `-h`. */
+  readonly help: boolean;
+}
+
+/** `benchmarks/results`, whatever the working directory. */
+export const DEFAULT_OUT_DIR = fileURLToPath(new URL('../results/', import.meta.url));
+
+/** The usage text printed by `--help`. */
+export const USAGE = `usage: tsx --conditions=source src/run.ts [--quick] [--only <name>[,<name>...]] [--out <dir>]
+
+  --quick        fewer repetitions; skip or shrink stock configurations that take long
+  --only <name>  run only these benchmarks (repeatable or comma-separated)
+  --out <dir>    write <name>.json and <name>.md there (default: benchmarks/results)
+  -h, --help     this text`;
+
+/**
+ * Parses benchmark flags.
+ *
+ * @param argv - the arguments after the script name (`process.argv.slice(2)`)
+ * @returns the options
+ * @throws TypeError (from `node:util` `parseArgs`) naming an unknown flag or a missing value
+ */
+export function parseBenchmarkArgs(argv: readonly string[]): CliOptions {
+  const { values } = parseArgs({
+    args: [...argv],
+    strict: true,
+    allowPositionals: false,
+    options: {
+      quick: { type: 'boolean', default: false },
+      only: { type: 'string', multiple: true },
+      out: { type: 'string' },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+  });
+  const only = values.only?.flatMap((v) => v.split(',')).map((v) => v.trim()).filter((v) => v.length > 0) ?? null;
+  return {
+    quick: values.quick ?? false,
+    only: only && only.length > 0 ? only : null,
+    outDir: values.out !== undefined ? path.resolve(values.out) : DEFAULT_OUT_DIR,
+    help: values.help ?? false,
+  };
+}
+
+/**
+ * @param moduleUrl - `import.meta.url` of the calling module
+ * @returns true when that module is the script Node was started with (not imported)
+ */
+export function isMainModule(moduleUrl: string): boolean {
+  const script = process.argv[1];
+  if (script === undefined) return false;
+  const modulePath = fileURLToPath(moduleUrl);
+  const resolved = path.resolve(script);
+  return resolved === modulePath || resolved === modulePath.replace(/\.ts$/, '');
+}

@@ -1,0 +1,141 @@
+/**
+ * Token-choice top-k routing with a linear gate: each token picks its `K` best experts.
+ *
+ * Two gatings:
+ * - `softmax-topk`: `p = softmax(x·W)` over all `E` experts, keep the top `K` of `p`; with
+ *   `normalizeTopK` the kept gates are divided by their sum (GShard top-2), without it they are the raw
+ *   probabilities (Switch Transformer; MoE++ paper Eq. 1).
+ * - `topk-softmax`: top `K` of the logits, softmax over those `K` only (Mixtral). This equals
+ *   `softmax-topk` with `normalizeTopK`.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { checkNumber, checkOneOf, type ExpertKind, type SeededRandom } from '@moepp/tensors-core';
+import { checkCapacityConfig, CAPACITY_PRIORITIES, type CapacityConfig, type CapacityPriority } from './capacity.js';
+import {
+  checkExpertKinds,
+  checkPositiveInteger,
+  checkRouteInputs,
+  checkTopK,
+  createWeight,
+  selectTopK,
+  tidyRecord,
+} from './common.js';
+import { routerZLoss, switchLoadBalanceLoss } from './losses.js';
+import { finishTokenChoice } from './token-choice.js';
+import type { RouteOptions, Router, RouterOutput } from './types.js';
+
+/** The gatings {@link TopKRouter} offers. */
+export type TopKGating = 'softmax-topk' | 'topk-softmax';
+
+/** The accepted {@link TopKGating} values. */
+export const TOP_K_GATINGS: readonly TopKGating[] = ['softmax-topk', 'topk-softmax'];
+
+/** Configuration of a {@link TopKRouter}. */
+export interface TopKRouterConfig {
+  /** `D`, the token width. */
+  readonly dim: number;
+  /** `E`, the number of experts. */
+  readonly numExperts: number;
+  /** `K`, experts per token, in `[1, E]`. Default 2. */
+  readonly topK?: number;
+  /** See {@link TopKGating}. Default `'softmax-topk'`. */
+  readonly gating?: TopKGating;
+  /**
+   * `softmax-topk` only: divide the `K` kept probabilities by their sum. Default `false` (Switch keeps raw
+   * probabilities; with K = 1 renormalising would make every gate 1 and cut the router's gradient).
+   */
+  readonly normalizeTopK?: boolean;
+  /** The kind of each expert (for the FFN-per-token statistic). Default all `'ffn'`. */
+  readonly expertKinds?: readonly ExpertKind[];
+  /** Expert capacity. Default `{ mode: 'dropless' }`. */
+  readonly capacity?: CapacityConfig;
+  /** Who wins when an expert overflows. Default `'slot-major'`. */
+  readonly capacityPriority?: CapacityPriority;
+  /** Std of the normal initialisation of `W`. Default 0.02 (the official MoE++ `initializer_range`). */
+  readonly initializerRange?: number;
+  /** Generator for the initial weights. */
+  readonly rng: SeededRandom;
+}
+
+/**
+ * Token-choice top-k router. Weights: `{ wg: [D, E] }` (tfjs `[in, out]`; a PyTorch `Linear` weight is
+ * the transpose). Aux losses: `loadBalance` ({@link switchLoadBalanceLoss}) and `zLoss`
+ * ({@link routerZLoss}).
+ */
+export class TopKRouter implements Router {
+  readonly numExperts: number;
+  readonly topK: number;
+  readonly dim: number;
+  readonly gating: TopKGating;
+  readonly normalizeTopK: boolean;
+  readonly expertKinds: readonly ExpertKind[];
+  readonly capacity: CapacityConfig;
+  readonly capacityPriority: CapacityPriority;
+  readonly weights: Readonly<{ wg: tf.Variable }>;
+
+  /**
+   * @param config - see {@link TopKRouterConfig}
+   * @throws ConfigError for a bad size, `topK` outside `[1, E]`, an unknown gating or capacity mode,
+   *   a negative capacity factor or `expertKinds` of the wrong length
+   */
+  constructor(config: TopKRouterConfig) {
+    const op = 'TopKRouter';
+    this.dim = checkPositiveInteger(op, 'dim', config.dim);
+    this.numExperts = checkPositiveInteger(op, 'numExperts', config.numExperts);
+    this.topK = checkTopK(op, config.topK ?? 2, this.numExperts);
+    this.gating = checkOneOf(op, 'gating', config.gating ?? 'softmax-topk', TOP_K_GATINGS);
+    this.normalizeTopK = config.normalizeTopK ?? false;
+    this.expertKinds = checkExpertKinds(op, config.expertKinds, this.numExperts);
+    this.capacity = checkCapacityConfig(op, config.capacity);
+    this.capacityPriority = checkOneOf(op, 'capacityPriority', config.capacityPriority ?? 'slot-major', CAPACITY_PRIORITIES);
+    const std = checkNumber(op, 'initializerRange', config.initializerRange ?? 0.02, { min: 0 });
+    this.weights = { wg: createWeight([this.dim, this.numExperts], config.rng, std) };
+  }
+
+  /**
+   * Routes `[N, D]` tokens. See {@link Router.route}.
+   *
+   * @param x - `[N, D]` float32
+   * @param options - `tokenMask` is honoured; `training`, `rng` and `previousLogits` have no effect
+   * @returns the routing decision; the caller owns its tensors
+   * @throws ShapeError for a mis-shaped `x` or `tokenMask`
+   */
+  route(x: tf.Tensor2D, options: RouteOptions = {}): RouterOutput {
+    checkRouteInputs('TopKRouter.route', x, this.dim, this.numExperts, options);
+    return tidyRecord(() => {
+      const logits = tf.matMul(x, this.weights.wg) as tf.Tensor2D; // [N, E] float32
+      const probabilities = tf.softmax(logits) as tf.Tensor2D; // [N, E]
+      let expertIndices: tf.Tensor2D; // [N, K] int32
+      let gates: tf.Tensor2D; // [N, K]
+      if (this.gating === 'topk-softmax') {
+        const top = selectTopK(logits, this.topK);
+        expertIndices = top.indices;
+        gates = tf.softmax(top.values) as tf.Tensor2D;
+      } else {
+        const top = selectTopK(probabilities, this.topK);
+        expertIndices = top.indices;
+        gates = this.normalizeTopK ? (tf.div(top.values, tf.sum(top.values, 1, true)) as tf.Tensor2D) : top.values;
+      }
+      const auxLosses = {
+        loadBalance: switchLoadBalanceLoss(probabilities, expertIndices, options.tokenMask),
+        zLoss: routerZLoss(logits, options.tokenMask),
+      };
+      return finishTokenChoice(
+        { logits, probabilities, expertIndices, gates, auxLosses },
+        {
+          expertKinds: this.expertKinds,
+          topK: this.topK,
+          capacity: this.capacity,
+          capacityPriority: this.capacityPriority,
+          tokenMask: options.tokenMask,
+          expertInputScale: 1,
+        },
+      );
+    });
+  }
+
+  /** Disposes the router's variables. */
+  dispose(): void {
+    this.weights.wg.dispose();
+  }
+}

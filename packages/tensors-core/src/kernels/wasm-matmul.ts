@@ -1,0 +1,306 @@
+/**
+ * Fix for wasm `BatchMatMul` and `_FusedMatMul`: always reach XNNPACK.
+ *
+ * The stock wasm kernels call XNNPACK's packed GEMM only when both inputs are one 2-D, untransposed
+ * matrix; a transposed input or a batch dimension falls to a naive triple loop (0.7–2.8 GFLOP/s
+ * against ~15–30 with XNNPACK on the machines here). Training hits the slow path on every step: the
+ * gradient of `x·W` is `dy·Wᵀ` and `xᵀ·dy`.
+ *
+ * The fix, in the order it is applied:
+ * 1. transpose explicitly (with the wasm `Transpose` kernel) so both operands are untransposed;
+ * 2. when `b` has no batch (or a batch of 1), stack all of `a`'s batches into one `[batch·M, K]`
+ *    matrix (a free reshape) and make one 2-D call;
+ * 3. otherwise make one 2-D call per output batch, with numpy broadcasting of the batch dimensions
+ *    (the stock cpu and wasm kernels get `[2, 1, …] × [1, 3, …]` wrong: they return 3 batches, not 6).
+ *
+ * Each 2-D call is the stock kernel, so XNNPACK does the arithmetic and `_FusedMatMul` keeps its
+ * bias and activation semantics. A bias of shape `[N]` and PReLU weights of size 1 or `[N]` go to the
+ * stock kernel with every 2-D call; any other broadcastable bias or weights (which the stock wasm
+ * kernel rejects or gets wrong: a `[1]` bias is read past its end, `[M, 1]` PReLU weights are
+ * indexed modulo their size) are applied afterwards with the wasm `Add` and activation kernels. The gradient of `fused.matMul` is computed by tfjs-core from the
+ * op's inputs and output (`customGrad` with unfused `matMul`s), so it needs nothing here: it runs on
+ * the fixed `BatchMatMul`.
+ */
+import * as tf from '@tensorflow/tfjs';
+import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
+import { registeredKernel, requireStockKernel } from './registry.js';
+
+type TensorInfo = tf.TensorInfo;
+
+/** The shapes of one matmul after broadcasting, with both operands viewed untransposed. */
+interface MatMulPlan {
+  /** Batch dims of `a`, `b` and the output (numpy broadcasting of the first two). */
+  readonly outerA: readonly number[];
+  readonly outerB: readonly number[];
+  readonly outer: readonly number[];
+  readonly batchA: number;
+  readonly batchB: number;
+  readonly batch: number;
+  /** Output rows. */
+  readonly m: number;
+  /** Inner (contracted) size. */
+  readonly k: number;
+  /** Output columns. */
+  readonly n: number;
+}
+
+const product = (dims: readonly number[]): number => dims.reduce((p, d) => p * d, 1);
+
+function planMatMul(op: string, a: TensorInfo, b: TensorInfo, transposeA: boolean, transposeB: boolean): MatMulPlan {
+  const aRank = a.shape.length;
+  const bRank = b.shape.length;
+  if (aRank < 2 || bRank < 2) {
+    throw new Error(`${op}: inputs must have rank >= 2, got a [${a.shape.join(', ')}] and b [${b.shape.join(', ')}]`);
+  }
+  const dimA = (i: number): number => a.shape[aRank + i] as number;
+  const dimB = (i: number): number => b.shape[bRank + i] as number;
+  const m = transposeA ? dimA(-1) : dimA(-2);
+  const kA = transposeA ? dimA(-2) : dimA(-1);
+  const kB = transposeB ? dimB(-1) : dimB(-2);
+  const n = transposeB ? dimB(-2) : dimB(-1);
+  if (kA !== kB) {
+    throw new Error(
+      `${op}: inner dimensions must match, got ${kA} (a [${a.shape.join(', ')}], transposeA ${transposeA}) ` +
+        `and ${kB} (b [${b.shape.join(', ')}], transposeB ${transposeB})`,
+    );
+  }
+  const outerA = a.shape.slice(0, -2);
+  const outerB = b.shape.slice(0, -2);
+  const outer = tf.broadcast_util.assertAndGetBroadcastShape(outerA, outerB);
+  return { outerA, outerB, outer, batchA: product(outerA), batchB: product(outerB), batch: product(outer), m, k: kA, n };
+}
+
+/**
+ * The flat batch index of `operandOuter` that feeds output batch `flat` of `outer` (numpy
+ * broadcasting: operand dims are right-aligned, size-1 dims repeat).
+ */
+function broadcastBatchIndex(flat: number, outer: readonly number[], operandOuter: readonly number[]): number {
+  let index = 0;
+  let stride = 1;
+  let rest = flat;
+  const offset = outer.length - operandOuter.length;
+  for (let axis = outer.length - 1; axis >= 0; axis--) {
+    const size = outer[axis] as number;
+    const coordinate = rest % size;
+    rest = Math.floor(rest / size);
+    const operandAxis = axis - offset;
+    if (operandAxis < 0) continue;
+    const operandSize = operandOuter[operandAxis] as number;
+    index += (operandSize === 1 ? 0 : coordinate) * stride;
+    stride *= operandSize;
+  }
+  return index;
+}
+
+function requireKernel(kernelName: string): tf.KernelConfig {
+  const config = registeredKernel(kernelName, 'wasm');
+  if (config === undefined) throw new Error(`kernel fix: kernel '${kernelName}' is not registered for backend 'wasm'`);
+  return config;
+}
+
+function runKernel(kernelName: string, backend: BackendWasm, inputs: tf.NamedTensorInfoMap, attrs: tf.NamedAttrMap = {}): TensorInfo {
+  return requireKernel(kernelName).kernelFunc({ inputs, backend, attrs }) as TensorInfo;
+}
+
+/** `x` viewed as `[batch, rows, cols]` -> a new tensor `[batch, cols, rows]`. */
+function transposeLastTwo(backend: BackendWasm, x: TensorInfo, batch: number, rows: number, cols: number): TensorInfo {
+  return runKernel('Transpose', backend, { x: { dataId: x.dataId, shape: [batch, rows, cols], dtype: x.dtype } }, { perm: [0, 2, 1] });
+}
+
+/** Copies batch `index` of `whole` (`[batch, ...sliceShape]`) into a new tensor of `sliceShape`. */
+function copyBatch(backend: BackendWasm, whole: TensorInfo, index: number, sliceShape: number[]): TensorInfo {
+  const size = product(sliceShape);
+  const slice = backend.makeOutput(sliceShape, 'float32');
+  // Views are taken after makeOutput: an allocation may grow (and so detach) the wasm heap.
+  const source = backend.typedArrayFromHeap(whole) as Float32Array;
+  (backend.typedArrayFromHeap(slice) as Float32Array).set(source.subarray(index * size, (index + 1) * size));
+  return slice;
+}
+
+/**
+ * Computes `a·b` (with the given transposes) through `call2d`, which must multiply one untransposed
+ * `[1, rows, K]` by one untransposed `[1, K, N]` and return `[1, rows, N]`.
+ */
+function runPlanned(
+  backend: BackendWasm,
+  a: TensorInfo,
+  b: TensorInfo,
+  transposeA: boolean,
+  transposeB: boolean,
+  plan: MatMulPlan,
+  call2d: (a2d: TensorInfo, b2d: TensorInfo) => TensorInfo,
+): TensorInfo {
+  const { m, k, n, batchA, batchB, batch, outer, outerA, outerB } = plan;
+  const temporaries: TensorInfo[] = [];
+  try {
+    // [batchA, M, K] and [batchB, K, N], untransposed
+    const a3: TensorInfo = transposeA
+      ? transposeLastTwo(backend, a, batchA, k, m)
+      : { dataId: a.dataId, shape: [batchA, m, k], dtype: a.dtype };
+    if (transposeA) temporaries.push(a3);
+    const b3: TensorInfo = transposeB
+      ? transposeLastTwo(backend, b, batchB, n, k)
+      : { dataId: b.dataId, shape: [batchB, k, n], dtype: b.dtype };
+    if (transposeB) temporaries.push(b3);
+
+    if (batchB === 1) {
+      // b is shared: all of a's rows in one GEMM, [1, batchA·M, K] x [1, K, N]
+      const out = call2d({ ...a3, shape: [1, batchA * m, k] }, { ...b3, shape: [1, k, n] });
+      return { ...out, shape: [...outer, m, n] };
+    }
+
+    const out = backend.makeOutput([...outer, m, n], 'float32'); // [...outer, M, N]
+    const sliceSize = m * n;
+    const sharedA: TensorInfo | undefined = batchA === 1 ? { ...a3, shape: [1, m, k] } : undefined;
+    for (let index = 0; index < batch; index++) {
+      const aSlice = sharedA ?? copyBatch(backend, a3, broadcastBatchIndex(index, outer, outerA), [1, m, k]);
+      const bSlice = copyBatch(backend, b3, broadcastBatchIndex(index, outer, outerB), [1, k, n]);
+      const product2d = call2d(aSlice, bSlice); // [1, M, N]
+      const result = backend.typedArrayFromHeap(product2d) as Float32Array;
+      (backend.typedArrayFromHeap(out) as Float32Array).set(result, index * sliceSize);
+      backend.disposeData(product2d.dataId);
+      backend.disposeData(bSlice.dataId);
+      if (aSlice !== sharedA) backend.disposeData(aSlice.dataId);
+    }
+    return out;
+  } finally {
+    for (const t of temporaries) backend.disposeData(t.dataId);
+  }
+}
+
+function isEmpty(plan: MatMulPlan): boolean {
+  return plan.m * plan.n * plan.k * plan.batch === 0;
+}
+
+/**
+ * The kit's wasm `BatchMatMul` kernel: explicit transposes and 2-D calls of the stock kernel, so
+ * XNNPACK does every product. Non-float32 inputs and empty shapes go to the stock kernel unchanged.
+ *
+ * @param args - the kernel arguments: inputs `a` `[...batchA, M, K]` (or `[..., K, M]` with
+ *   `transposeA`) and `b` `[...batchB, K, N]` (or `[..., N, K]`), attrs `transposeA`, `transposeB`
+ * @returns `[...broadcast(batchA, batchB), M, N]` float32
+ * @throws Error naming the kernel and both shapes when the inner dimensions differ
+ */
+export function wasmBatchMatMul(args: { inputs: tf.NamedTensorInfoMap; backend: {}; attrs?: tf.NamedAttrMap }): TensorInfo {
+  const stock = requireStockKernel(tf.BatchMatMul, 'wasm');
+  const backend = args.backend as BackendWasm;
+  const { a, b } = args.inputs as { a: TensorInfo; b: TensorInfo };
+  const transposeA = Boolean(args.attrs?.transposeA);
+  const transposeB = Boolean(args.attrs?.transposeB);
+  if (a.dtype !== 'float32' || b.dtype !== 'float32') return stock.kernelFunc(args) as TensorInfo;
+  const plan = planMatMul('BatchMatMul', a, b, transposeA, transposeB);
+  if (isEmpty(plan)) return stock.kernelFunc(args) as TensorInfo;
+  return runPlanned(backend, a, b, transposeA, transposeB, plan, (a2d, b2d) =>
+    stock.kernelFunc({ inputs: { a: a2d, b: b2d }, backend, attrs: { transposeA: false, transposeB: false } }) as TensorInfo,
+  );
+}
+
+/** Activations of `_FusedMatMul`, applied by the wasm kernel of the same name. */
+const ACTIVATION_KERNELS: Readonly<Record<string, string>> = {
+  relu: 'Relu',
+  relu6: 'Relu6',
+  leakyrelu: 'LeakyRelu',
+  sigmoid: 'Sigmoid',
+  elu: 'Elu',
+  prelu: 'Prelu',
+};
+
+function applyActivation(
+  backend: BackendWasm,
+  x: TensorInfo,
+  activation: string,
+  preluWeights: TensorInfo | undefined,
+  leakyreluAlpha: number,
+): TensorInfo {
+  if (activation === 'linear') return x;
+  const kernelName = ACTIVATION_KERNELS[activation];
+  if (kernelName === undefined) throw new Error(`_FusedMatMul: activation '${activation}' is not supported on wasm`);
+  if (activation === 'prelu') {
+    if (preluWeights === undefined) throw new Error(`_FusedMatMul: activation 'prelu' needs preluActivationWeights`);
+    // prelu(x) = relu(x) - alpha·relu(-x), with the binary kernels' numpy broadcasting (the wasm
+    // Prelu kernel indexes alpha modulo its size, which is wrong for weights such as [M, 1]).
+    const temporaries: TensorInfo[] = [];
+    try {
+      const positive = runKernel('Relu', backend, { x });
+      temporaries.push(positive);
+      const negated = runKernel('Neg', backend, { x });
+      temporaries.push(negated);
+      const negativePart = runKernel('Relu', backend, { x: negated });
+      temporaries.push(negativePart);
+      const scaled = runKernel('Multiply', backend, { a: negativePart, b: preluWeights });
+      temporaries.push(scaled);
+      return runKernel('Sub', backend, { a: positive, b: scaled });
+    } finally {
+      for (const t of temporaries) backend.disposeData(t.dataId);
+    }
+  }
+  return runKernel(kernelName, backend, { x }, activation === 'leakyrelu' ? { alpha: leakyreluAlpha } : {});
+}
+
+/**
+ * The kit's wasm `_FusedMatMul` kernel: `activation(a·b + bias)` through 2-D calls of the stock fused
+ * kernel (XNNPACK, bias and activation fused), with the same transposes and batching as
+ * {@link wasmBatchMatMul}.
+ *
+ * @param args - the kernel arguments: inputs `a`, `b` (as for {@link wasmBatchMatMul}), optional `bias`
+ *   (broadcastable to the output; `[N]` is the fused fast path) and `preluActivationWeights`; attrs
+ *   `transposeA`, `transposeB`, `activation` (`linear`, `relu`, `relu6`, `leakyrelu`, `prelu`,
+ *   `sigmoid`, `elu`) and `leakyreluAlpha`
+ * @returns `[...broadcast(batchA, batchB), M, N]` float32
+ * @throws Error naming the kernel for mismatched inner dimensions or an unknown activation
+ */
+export function wasmFusedMatMul(args: { inputs: tf.NamedTensorInfoMap; backend: {}; attrs?: tf.NamedAttrMap }): TensorInfo {
+  const stock = requireStockKernel(tf._FusedMatMul, 'wasm');
+  const backend = args.backend as BackendWasm;
+  const { a, b, bias, preluActivationWeights } = args.inputs as {
+    a: TensorInfo;
+    b: TensorInfo;
+    bias?: TensorInfo | null;
+    preluActivationWeights?: TensorInfo | null;
+  };
+  const transposeA = Boolean(args.attrs?.transposeA);
+  const transposeB = Boolean(args.attrs?.transposeB);
+  const activation = (args.attrs?.activation as string | undefined) ?? 'linear';
+  const leakyreluAlpha = (args.attrs?.leakyreluAlpha as number | undefined) ?? 0.2;
+  if (a.dtype !== 'float32' || b.dtype !== 'float32') return stock.kernelFunc(args) as TensorInfo;
+  const plan = planMatMul('_FusedMatMul', a, b, transposeA, transposeB);
+  if (isEmpty(plan)) return stock.kernelFunc(args) as TensorInfo;
+
+  const biasInfo = bias ?? undefined;
+  const preluInfo = preluActivationWeights ?? undefined;
+  const biasFuses = biasInfo === undefined || (biasInfo.shape.length === 1 && biasInfo.shape[0] === plan.n);
+  const preluSize = preluInfo === undefined ? 0 : product(preluInfo.shape);
+  const preluFuses =
+    preluInfo === undefined || (preluInfo.shape.length <= 1 && (preluSize === 1 || preluSize === plan.n));
+
+  if (biasFuses && preluFuses) {
+    const fusedInputs: tf.NamedTensorInfoMap = {};
+    if (biasInfo !== undefined) fusedInputs.bias = biasInfo;
+    if (preluInfo !== undefined) fusedInputs.preluActivationWeights = preluInfo;
+    const attrs = { transposeA: false, transposeB: false, activation, leakyreluAlpha };
+    return runPlanned(backend, a, b, transposeA, transposeB, plan, (a2d, b2d) =>
+      stock.kernelFunc({ inputs: { a: a2d, b: b2d, ...fusedInputs }, backend, attrs }) as TensorInfo,
+    );
+  }
+
+  // General broadcasting of bias / PReLU weights: linear product, then Add and the activation kernel.
+  const linear = wasmBatchMatMul({ inputs: { a, b }, backend, attrs: { transposeA, transposeB } }); // [...outer, M, N]
+  let result = linear;
+  try {
+    if (biasInfo !== undefined) {
+      result = runKernel('Add', backend, { a: linear, b: biasInfo });
+      backend.disposeData(linear.dataId);
+    }
+    const activated = applyActivation(backend, result, activation, preluInfo, leakyreluAlpha);
+    if (activated !== result) backend.disposeData(result.dataId);
+    return activated;
+  } catch (error) {
+    backend.disposeData(result.dataId);
+    throw error;
+  }
+}
+
+/** The name of the fix for wasm `BatchMatMul`. */
+export const WASM_BATCH_MATMUL_FIX = 'wasm-batch-matmul';
+/** The name of the fix for wasm `_FusedMatMul`. */
+export const WASM_FUSED_MATMUL_FIX = 'wasm-fused-matmul';
