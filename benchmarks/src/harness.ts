@@ -163,7 +163,10 @@ export interface CaseResult {
   readonly stats?: TimingStats;
   /** `flops / median`, when the case has a FLOP count. */
   readonly gflopsPerSecond?: number;
-  /** Tensors left alive by the case (should be 0). */
+  /**
+   * Tensors left alive by the case: should be 0 for `ok`. For `throws` inside `tf.grads`, tfjs itself
+   * keeps the tensors it saved for the backward pass, and they are counted here.
+   */
   readonly leakedTensors?: number;
 }
 
@@ -383,8 +386,10 @@ export async function runBenchmark(
       } catch (error) {
         prepared?.dispose();
         const message = errorMessage(error);
-        results.push({ case: benchmarkCase.name, configuration: configuration.id, status: 'throws', message });
-        log(`  ${benchmarkCase.name}: throws: ${message}`);
+        // tfjs keeps the tensors saved for backprop when a gradient computation throws; count them.
+        const leakedTensors = tf.memory().numTensors - tensorsBefore;
+        results.push({ case: benchmarkCase.name, configuration: configuration.id, status: 'throws', message, leakedTensors });
+        log(`  ${benchmarkCase.name}: throws: ${message}${leakedTensors !== 0 ? ` (${leakedTensors} tensors left alive by tfjs)` : ''}`);
       }
     }
   }

@@ -7,16 +7,16 @@
  *   products (`[8, 128, 256] x [8, 256, 1024]`, and the same `x` times one shared `[256, 1024]` weight);
  * - `unsortedSegmentSum` of `[T·K, D]` rows into `T` segments (the scatter-add and `gather`'s gradient);
  * - FFN forward + backward (`tf.grads` over the weights, an explicit upstream gradient), GELU and SwiGLU;
- * - one MoE train step: for each of E SwiGLU experts, gather its rows (a fixed random top-2
- *   assignment), run the FFN, scale by the gates, scatter-add into `[T, D]`; gradients over the
- *   input, the gates and every weight.
+ * - one MoE train step: for each of E SwiGLU experts, gather its rows (`gatherRows`, a fixed random
+ *   top-2 assignment), run the FFN, scale by the gates, scatter-add into `[T, D]` (`scatterAddRows`);
+ *   gradients over the input, the gates and every weight.
  *
  * GFLOP counts only the matmuls (`2·M·K·N` each); elementwise work is not counted.
  *
  * Run alone: `tsx --conditions=source src/kernels.ts [--quick] [--out <dir>]`.
  */
 import * as tf from '@tensorflow/tfjs';
-import { randomNormal, SeededRandom } from '@moepp/tensors-core';
+import { gatherRows, randomNormal, scatterAddRows, SeededRandom } from '@moepp/tensors-core';
 import { isMainModule, parseBenchmarkArgs, USAGE } from './cli.js';
 import {
   CONFIGURATIONS,
@@ -300,7 +300,7 @@ export function kernelsBenchmark(options: KernelsBenchmarkOptions = {}): Benchma
         let output: tf.Tensor = tf.zeros([T, D]); // [T, D]
         for (let expert = 0; expert < E; expert++) {
           const tokensOfExpert = ids[expert] as tf.Tensor1D; // [n_e]
-          const rows = tf.gather(input, tokensOfExpert); // [n_e, D]
+          const rows = gatherRows(input as tf.Tensor2D, tokensOfExpert); // [n_e, D]
           const expertOut = ffnSwiglu(
             rows,
             expertWeights[3 * expert] as tf.Tensor,
@@ -308,7 +308,7 @@ export function kernelsBenchmark(options: KernelsBenchmarkOptions = {}): Benchma
             expertWeights[3 * expert + 2] as tf.Tensor,
           ); // [n_e, D]
           const expertGates = tf.reshape(tf.gather(gateValues, slots[expert] as tf.Tensor1D), [-1, 1]); // [n_e, 1]
-          output = tf.add(output, tf.unsortedSegmentSum(tf.mul(expertOut, expertGates), tokensOfExpert, T));
+          output = tf.add(output, scatterAddRows(tf.mul(expertOut, expertGates) as tf.Tensor2D, tokensOfExpert, T));
         }
         return output;
       };

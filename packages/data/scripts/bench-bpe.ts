@@ -10,7 +10,20 @@
  */
 import { writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
-import { ByteTokenizer, type Corpus, type Tokenizer, countPreTokens, encodeDocuments, loadBrown, loadMobyDick, loadSotu, splitCorpus, trainBpeFromCounts } from '../src/index.js';
+import {
+  ByteTokenizer,
+  type BrownDocument,
+  type Corpus,
+  type Tokenizer,
+  countPreTokens,
+  encodeDocuments,
+  encodeTagged,
+  loadBrown,
+  loadMobyDick,
+  loadSotu,
+  splitCorpus,
+  trainBpeFromCounts,
+} from '../src/index.js';
 
 const median = (values: number[]): number => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] as number;
 
@@ -97,8 +110,19 @@ for (const [name, load] of corpora) {
   console.log(JSON.stringify(row));
 }
 
+// Tagged encoding of the whole Brown corpus (word by word, with the trace to words and tags).
+const brown = loadBrown();
+const brownBpe = trainBpeFromCounts(countPreTokens(splitCorpus(brown).train.map((d) => d.text)), { vocabSize: 8192 });
+const words = brown.documents.flatMap((d: BrownDocument) => d.sentences.flat());
+let start = performance.now();
+const tagged = encodeTagged(brownBpe, words);
+const taggedMs = performance.now() - start;
+const wordStarts = tagged.isWordStart.reduce((a, b) => a + b, 0);
+const brownTagged = { words: words.length, tokens: tagged.ids.length, wordStarts, ms: Math.round(taggedMs) };
+console.log(`brown encodeTagged (BPE 8192): ${words.length} words → ${tagged.ids.length} tokens in ${brownTagged.ms} ms`);
+
 const out = process.argv[2];
 if (out !== undefined) {
-  writeFileSync(out, `${JSON.stringify({ machine, sotu: { documents: texts.length, characters, utf8Bytes }, training, sizes }, null, 2)}\n`);
+  writeFileSync(out, `${JSON.stringify({ machine, sotu: { documents: texts.length, characters, utf8Bytes }, training, sizes, brownTagged }, null, 2)}\n`);
   console.log(`wrote ${out}`);
 }

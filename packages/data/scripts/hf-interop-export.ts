@@ -8,7 +8,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SeededRandom } from '@moepp/tensors-core';
-import { ByteTokenizer, loadSotu, saveTokenizer, splitCorpus, trainBpe } from '../src/index.js';
+import { ByteTokenizer, loadSotu, preTokenize, saveTokenizer, splitCorpus, textToByteLevel, trainBpe } from '../src/index.js';
 import { randomText } from '../src/test-helpers.js';
 
 const out = process.argv[2] ?? 'hf-interop';
@@ -30,7 +30,18 @@ const texts = [
   "It's   we'll  \n\n 2021 —x",
   '\uFEFFbom',
   '-'.repeat(3000),
+  // Where JavaScript's \s differs from Unicode White_Space (U+0085 NEL, U+FEFF BOM):
+  '\u0085.',
+  'a\u0085\u0085b',
+  '\uFEFF\uFEFF.',
+  'x \uFEFF y',
+  '\u00a0\u3000\u2028\u2029\u180e.',
 ];
-const cases = texts.map((text) => ({ text, bpe: Array.from(bpe.encode(text)), bytes: Array.from(bytes.encode(text)) }));
+const cases = texts.map((text) => ({
+  text,
+  preTokens: preTokenize(text).map(textToByteLevel),
+  bpe: Array.from(bpe.encode(text)),
+  bytes: Array.from(bytes.encode(text)),
+}));
 writeFileSync(join(out, 'cases.json'), JSON.stringify(cases));
 console.log(`wrote ${cases.length} cases and two tokenizer.json files to ${out}`);

@@ -57,7 +57,10 @@ export interface TrainBatcherConfig {
   readonly seqLen: number;
   /** Seed of the per-epoch shuffles (an integer in [0, 2^32)). */
   readonly seed: number;
-  /** Where to resume; default the start of epoch 0. */
+  /**
+   * Where to resume (from {@link TrainBatcher.getCursor}); its generator state takes the place of the
+   * seed's. Default: the start of epoch 0.
+   */
   readonly cursor?: BatchCursor;
 }
 

@@ -15,13 +15,29 @@ import { loadTokenizer, saveTokenizer } from './tokenizers/load.js';
 import { END_OF_TEXT, type Tokenizer } from './tokenizers/tokenizer.js';
 
 /** A built-in corpus by name, a text file or folder, or a corpus already loaded. */
-export type CorpusChoice = 'sotu' | 'moby-dick' | 'brown' | { readonly path: string } | Corpus;
+export type CorpusChoice =
+  | 'sotu'
+  | 'moby-dick'
+  | 'brown'
+  | {
+      /** A `.txt` file or a folder of them (see {@link loadTextFiles}). */
+      readonly path: string;
+    }
+  | Corpus;
 
 /**
  * `'bytes'` (vocabulary 256), a byte-level BPE to train with a target vocabulary size (special tokens
  * default to `['<|endoftext|>']`), or a tokenizer already built.
  */
-export type TokenizerChoice = 'bytes' | { readonly bpe: number; readonly specialTokens?: readonly string[] } | Tokenizer;
+export type TokenizerChoice =
+  | 'bytes'
+  | {
+      /** Target vocabulary size: 256 bytes + merges + special tokens (see {@link trainBpe}). */
+      readonly bpe: number;
+      /** Special tokens. Default `['<|endoftext|>']`. */
+      readonly specialTokens?: readonly string[];
+    }
+  | Tokenizer;
 
 /** Options of {@link prepareTextData}. */
 export interface PrepareTextDataOptions {

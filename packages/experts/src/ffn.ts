@@ -57,7 +57,9 @@ export class FfnExpert implements Expert {
   readonly kind = 'ffn' as const;
   readonly name: string;
   readonly dim: number;
+  /** `F`, the hidden width. */
   readonly ffnDim: number;
+  /** The activation. */
   readonly activation: FfnActivation;
   readonly weights: Readonly<FfnWeights & Record<string, tf.Variable>>;
 

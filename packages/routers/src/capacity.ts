@@ -27,13 +27,18 @@ import { oneHotFloat } from './common.js';
  *   slots; only slots make `Σ_i C_i = γ·T` hold (before rounding up), so slots it is. With `τ = 1` this is `uniform`.
  */
 export type CapacityConfig =
-  | { readonly mode: 'dropless' }
   | {
+      /** No capacity limit. */
+      readonly mode: 'dropless';
+    }
+  | {
+      /** Same capacity for every expert. */
       readonly mode: 'uniform';
       /** `γ >= 0`; 0 is a value (every assignment dropped). Switch uses 1.0–1.25. */
       readonly capacityFactor: number;
     }
   | {
+      /** Eq. 8 capacities by expert kind. */
       readonly mode: 'heterogeneous';
       /** `γ >= 0` of Eq. 8; the paper uses 1.1. */
       readonly capacityFactor: number;

@@ -59,10 +59,16 @@ export class ExpertChoiceRouter implements Router {
   readonly numExperts: number;
   /** `E`: one slot per expert (see the module notes). */
   readonly topK: number;
+  /** `D`, the token width. */
   readonly dim: number;
+  /** `c`, see {@link ExpertChoiceRouterConfig.capacityFactor}. */
   readonly capacityFactor: number;
+  /** The kind of each expert. */
   readonly expertKinds: readonly ExpertKind[];
-  readonly weights: Readonly<{ wg: tf.Variable }>;
+  readonly weights: Readonly<{
+    /** `[D, E]` gate weight `W_g`. */
+    wg: tf.Variable;
+  }>;
 
   /**
    * @param config - see {@link ExpertChoiceRouterConfig}

@@ -54,4 +54,3 @@ export {
   type RoutingStatsInput,
   type RoutingStatsValues,
 } from './stats.js';
-export const undocumentedThing = 1;

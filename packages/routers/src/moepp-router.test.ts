@@ -140,6 +140,29 @@ describe('MoEPlusPlusRouter gating', () => {
   });
 });
 
+describe('MoEPlusPlusRouter invariants (random inputs)', () => {
+  it("the code's rule gives gates that sum to 1, zero experts gate 0; raw gates are the top-K probabilities", () => {
+    const kinds: ExpertKind[] = ['ffn', 'ffn', 'ffn', 'ffn', 'constant', 'constant', 'copy', 'zero'];
+    const x = tf.randomNormal([32, 6], 0, 1, 'float32', 11) as tf.Tensor2D;
+    const code = new MoEPlusPlusRouter({ dim: 6, numExperts: 8, topK: 3, expertKinds: kinds, rng: new SeededRandom(8), initializerRange: 1 });
+    withOutput(code, x, (out) => {
+      expectTensorClose(tf.sum(out.combineWeights, 1), new Array(32).fill(1));
+      const indices = out.expertIndices.arraySync();
+      const gates = out.combineWeights.arraySync();
+      indices.forEach((row, n) => row.forEach((expert, k) => expert === 7 && expect(gates[n]![k]).toBe(0)));
+      expect(indices.some((row) => row.includes(7))).toBe(true); // the case is exercised
+    });
+    const raw = new MoEPlusPlusRouter({ dim: 6, numExperts: 8, topK: 3, expertKinds: kinds, rng: new SeededRandom(8), initializerRange: 1, zeroExpertGate: 'raw-softmax' });
+    withOutput(raw, x, (out) => {
+      const probabilities = out.probabilities.arraySync();
+      const expected = out.expertIndices.arraySync().map((row, n) => row.map((e) => probabilities[n]![e]!));
+      expectTensorClose(out.combineWeights, expected);
+    });
+    [code, raw].forEach((r) => r.dispose());
+    x.dispose();
+  });
+});
+
 describe('MoEPlusPlusRouter gating residual (Eq. 6)', () => {
   it('adds previousLogits · gateMap to the logits', () => {
     const router = handRouter();

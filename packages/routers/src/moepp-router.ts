@@ -115,17 +115,29 @@ export interface MoEPlusPlusRouterWeights {
 export class MoEPlusPlusRouter implements Router {
   readonly numExperts: number;
   readonly topK: number;
+  /** `D`, the token width. */
   readonly dim: number;
+  /** The kind of each expert. */
   readonly expertKinds: readonly ExpertKind[];
+  /** `moe_2layer_gate`. */
   readonly twoLayerGate: boolean;
+  /** `moe_use_logits_norm`. */
   readonly useLogitsNorm: boolean;
+  /** `moe_gate_norm_std`. */
   readonly gateNormStd: number;
+  /** `moe_use_mixtral_gating`. */
   readonly useMixtralGating: boolean;
+  /** `moe_feature_no_mul_topk`. */
   readonly featureNoMulTopK: boolean;
+  /** Whether `gate_map` exists and the gating residual is added. */
   readonly gatingResidual: boolean;
+  /** See {@link ZeroExpertGateRule}. */
   readonly zeroExpertGate: ZeroExpertGateRule;
+  /** `τ` of the heterogeneous load-balance loss. */
   readonly tau: number;
+  /** The validated capacity config. */
   readonly capacity: CapacityConfig;
+  /** Who wins when an expert overflows. */
   readonly capacityPriority: CapacityPriority;
   /** `K` when the expert input is multiplied by `K` (see {@link RouterOutput.expertInputScale}), else 1. */
   readonly expertInputScale: number;
@@ -260,14 +272,21 @@ function checkBoolean(op: string, argument: string, value: unknown): boolean {
 
 /** The router fields of an official MoE++ `config.json` (other fields are ignored). */
 export interface OfficialMoEPlusPlusConfig {
+  /** `D`. */
   readonly hidden_size: number;
   /** A list in the official config (`num_experts[0]` is used), or a number. */
   readonly num_experts: number | readonly number[];
+  /** → {@link MoEPlusPlusRouterConfig.twoLayerGate}. */
   readonly moe_2layer_gate?: boolean;
+  /** → {@link MoEPlusPlusRouterConfig.useLogitsNorm}. */
   readonly moe_use_logits_norm?: boolean;
+  /** → {@link MoEPlusPlusRouterConfig.gateNormStd}. */
   readonly moe_gate_norm_std?: number;
+  /** → {@link MoEPlusPlusRouterConfig.useMixtralGating}. */
   readonly moe_use_mixtral_gating?: boolean;
+  /** → {@link MoEPlusPlusRouterConfig.featureNoMulTopK}. */
   readonly moe_feature_no_mul_topk?: boolean;
+  /** → {@link MoEPlusPlusRouterConfig.initializerRange}. */
   readonly initializer_range?: number;
 }
 

@@ -67,12 +67,22 @@ export interface NoisyTopKRouterConfig {
 export class NoisyTopKRouter implements Router {
   readonly numExperts: number;
   readonly topK: number;
+  /** `D`, the token width. */
   readonly dim: number;
+  /** See {@link NoisyTopKRouterConfig.noiseEpsilon}. */
   readonly noiseEpsilon: number;
+  /** The kind of each expert. */
   readonly expertKinds: readonly ExpertKind[];
+  /** The validated capacity config. */
   readonly capacity: CapacityConfig;
+  /** Who wins when an expert overflows. */
   readonly capacityPriority: CapacityPriority;
-  readonly weights: Readonly<{ wg: tf.Variable; wNoise: tf.Variable }>;
+  readonly weights: Readonly<{
+    /** `[D, E]` `W_g`. */
+    wg: tf.Variable;
+    /** `[D, E]` `W_noise`. */
+    wNoise: tf.Variable;
+  }>;
   private readonly noiseRng: SeededRandom;
 
   /**

@@ -65,13 +65,22 @@ export interface TopKRouterConfig {
 export class TopKRouter implements Router {
   readonly numExperts: number;
   readonly topK: number;
+  /** `D`, the token width. */
   readonly dim: number;
+  /** See {@link TopKRouterConfig.gating}. */
   readonly gating: TopKGating;
+  /** See {@link TopKRouterConfig.normalizeTopK}. */
   readonly normalizeTopK: boolean;
+  /** The kind of each expert. */
   readonly expertKinds: readonly ExpertKind[];
+  /** The validated capacity config. */
   readonly capacity: CapacityConfig;
+  /** Who wins when an expert overflows. */
   readonly capacityPriority: CapacityPriority;
-  readonly weights: Readonly<{ wg: tf.Variable }>;
+  readonly weights: Readonly<{
+    /** `[D, E]` gate weight `W`. */
+    wg: tf.Variable;
+  }>;
 
   /**
    * @param config - see {@link TopKRouterConfig}

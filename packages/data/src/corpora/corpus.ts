@@ -27,10 +27,32 @@ export interface CorpusDocument {
  *   original's other fields).
  */
 export type HeldOutRule =
-  | { readonly kind: 'years'; readonly years: readonly number[] }
-  | { readonly kind: 'yearRange'; readonly from: number; readonly to: number }
-  | { readonly kind: 'everyNth'; readonly every: number }
-  | { readonly kind: 'tail'; readonly fraction: number };
+  | {
+      /** Hold out the documents of the listed years. */
+      readonly kind: 'years';
+      /** The years (every document needs a `year`). */
+      readonly years: readonly number[];
+    }
+  | {
+      /** Hold out the documents of a range of years. */
+      readonly kind: 'yearRange';
+      /** First held-out year (inclusive). */
+      readonly from: number;
+      /** Last held-out year (inclusive). */
+      readonly to: number;
+    }
+  | {
+      /** Hold out one document in `every`. */
+      readonly kind: 'everyNth';
+      /** n >= 2: documents at 0-based positions n − 1, 2n − 1, … are held out. */
+      readonly every: number;
+    }
+  | {
+      /** Hold out the end of the corpus. */
+      readonly kind: 'tail';
+      /** The held-out share of the characters, in (0, 0.5]. */
+      readonly fraction: number;
+    };
 
 /** A text corpus with its provenance. */
 export interface Corpus<D extends CorpusDocument = CorpusDocument> {

@@ -72,6 +72,7 @@ export class BpeTokenizer implements Tokenizer {
   private readonly specialIds = new Map<string, number>();
   private readonly specialPattern: RegExp | null;
   private readonly cache = new Map<string, Int32Array>();
+  private readonly preTokenPattern = gpt2PreTokenizerPattern();
 
   /**
    * @param spec - vocabulary, merges and special tokens
@@ -276,7 +277,8 @@ export class BpeTokenizer implements Tokenizer {
   /** Encodes text that holds no special tokens, pre-token by pre-token, through the cache. */
   private encodeOrdinary(text: string, out: IdBuffer): void {
     if (text.length === 0) return;
-    const pattern = gpt2PreTokenizerPattern();
+    const pattern = this.preTokenPattern;
+    pattern.lastIndex = 0;
     for (let match = pattern.exec(text); match !== null; match = pattern.exec(text)) {
       const piece = match[0];
       let ids = this.cache.get(piece);

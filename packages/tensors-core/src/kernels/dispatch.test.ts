@@ -1,10 +1,12 @@
 /**
  * The sparse dispatch path of an MoE layer, end to end through the kernel fixes: for each expert,
- * gather the rows routed to it, run an FFN, scale by the gates, scatter-add back. Forward and
- * backward on wasm (with the fixes) must match the stock cpu reference.
+ * gather the rows routed to it, run an FFN, scale by the gates, scatter-add back (with the kit's
+ * dispatch primitives, `gatherRows` / `scatterAddRows`, as the MoE layer does). Forward and backward
+ * on wasm (with the fixes) must match the stock cpu reference.
  */
 import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { gatherRows, planDispatch, scatterAddRows } from '../dispatch.js';
 import { SeededRandom } from '../random.js';
 import { expectNoLeak, expectValuesClose, valuesOn, type TensorValues } from '../testing.js';
 import { registerKernelFixes, withStockKernels } from './index.js';
@@ -55,11 +57,11 @@ function moeLoss(x: tf.Tensor, gates: tf.Tensor, ...weights: tf.Tensor[]): tf.Sc
   let output: tf.Tensor = tf.zeros([N, D]); // [N, D]
   for (let expert = 0; expert < E; expert++) {
     const ids = tf.tensor1d(tokenIds[expert] as number[], 'int32'); // [n_e]
-    const rows = tf.gather(x, ids); // [n_e, D]
+    const rows = gatherRows(x as tf.Tensor2D, ids); // [n_e, D]
     const hidden = tf.tanh(tf.matMul(rows, weights[2 * expert] as tf.Tensor)); // [n_e, F]
     const expertOut = tf.matMul(hidden, weights[2 * expert + 1] as tf.Tensor); // [n_e, D]
     const expertGates = tf.reshape(tf.gather(gates, tf.tensor1d(gateSlots[expert] as number[], 'int32')), [-1, 1]); // [n_e, 1]
-    output = tf.add(output, tf.unsortedSegmentSum(tf.mul(expertOut, expertGates), ids, N));
+    output = tf.add(output, scatterAddRows(tf.mul(expertOut, expertGates) as tf.Tensor2D, ids, N));
   }
   return tf.sum(tf.mul(output, tf.tensor(targetValues, [N, D])));
 }
@@ -91,6 +93,21 @@ describe('MoE dispatch: gather -> FFN -> gates -> unsortedSegmentSum', () => {
       const actual = await valuesOn(backend, forwardAndGradients);
       expect(actual.length).toBe(2 + 2 * E + 1);
       actual.forEach((values, i) => expectValuesClose(values, reference[i] as TensorValues, { atol: 1e-4, rtol: 1e-4 }));
+    });
+  });
+
+  it('planDispatch groups a realistic routing (N=1024, E=8, top-2) identically on wasm and cpu', async () => {
+    const rng = new SeededRandom(11);
+    const experts = Array.from({ length: 8 }, (_, e) => e);
+    const indices = Array.from({ length: 1024 }, () => rng.shuffle(experts).slice(0, 2)).flat(); // [N·K]
+    const groups = (): tf.Tensor[] => {
+      const plan = planDispatch(tf.tensor2d(indices, [1024, 2], 'int32'), 8);
+      return [plan.allTokenIds, plan.allSlotIds, tf.tensor1d([...plan.counts], 'int32')];
+    };
+    await expectNoLeak(async () => {
+      const wasm = await valuesOn('wasm', groups);
+      const cpu = await withStockKernels(() => valuesOn('cpu', groups));
+      wasm.forEach((values, i) => expectValuesClose(values, cpu[i] as TensorValues, { atol: 0, rtol: 0 }));
     });
   });
 

@@ -46,6 +46,7 @@ describe('kernel fix registry', () => {
       'wasm-batch-matmul',
       'wasm-fused-matmul',
       'unsorted-segment-sum',
+      'gather',
       'wasm-one-hot',
       'unsorted-segment-sum-gradient',
       'topk-gradient',
@@ -94,7 +95,7 @@ describe('kernel fix registry', () => {
   it('unregistering one backend keeps the other backend\'s kernel fixes but removes the global gradient fixes', () => {
     registerKernelFixes('wasm');
     registerKernelFixes('cpu');
-    expect(unregisterKernelFixes('cpu')).toEqual(['unsorted-segment-sum', ...GRADIENT_FIXES]);
+    expect(unregisterKernelFixes('cpu')).toEqual(['unsorted-segment-sum', 'gather', ...GRADIENT_FIXES]);
     expect(activeKernelFixes('cpu')).toEqual([]);
     expect(activeKernelFixes('wasm')).toEqual(WASM_FIXES.filter((name) => !GRADIENT_FIXES.includes(name)));
   });

@@ -7,6 +7,7 @@
  * | `wasm-batch-matmul` | `BatchMatMul` | wasm | transposed or batched products left XNNPACK for a naive loop |
  * | `wasm-fused-matmul` | `_FusedMatMul` | wasm | the same, keeping bias and activation; `[1]` biases were misread |
  * | `unsorted-segment-sum` | `UnsortedSegmentSum` | cpu, wasm | O(segments·N·D) on cpu, missing on wasm (so `gather` had no gradient there) |
+ * | `gather` | `GatherV2` | cpu, wasm | element-by-element copies (13 ms for 256 rows of 256 floats on wasm) |
  * | `wasm-one-hot` | `OneHot` | wasm | wrong values for float32 and fractional on/off values |
  * | `unsorted-segment-sum-gradient` | gradient of `UnsortedSegmentSum` | all | threw on ids `>= numSegments`; fewer passes |
  * | `topk-gradient` | gradient of `TopK` | all | tfjs has none |
@@ -18,6 +19,7 @@
  * {@link unregisterKernelFixes} for any backend removes them.
  */
 import * as tf from '@tensorflow/tfjs';
+import { cpuGather, GATHER_FIX, wasmGather } from './gather.js';
 import {
   batchMatMulGradConfig,
   BATCH_MATMUL_GRADIENT_FIX,
@@ -89,6 +91,14 @@ const FIXES: readonly KernelFixDefinition[] = [
     backends: ['cpu', 'wasm'],
     summary: 'O(segments·N·D) on cpu and not registered on wasm (so gather had no gradient); one O(N·D) pass',
     kernelFuncs: { cpu: cpuUnsortedSegmentSum as tf.KernelFunc, wasm: wasmUnsortedSegmentSum as tf.KernelFunc },
+  },
+  {
+    name: GATHER_FIX,
+    kind: 'kernel',
+    kernelName: tf.GatherV2,
+    backends: ['cpu', 'wasm'],
+    summary: 'copied element by element (13 ms for 256 rows of 256 floats on wasm); copy whole slices',
+    kernelFuncs: { cpu: cpuGather as tf.KernelFunc, wasm: wasmGather as tf.KernelFunc },
   },
   {
     name: WASM_ONE_HOT_FIX,

@@ -40,8 +40,12 @@ function markOf(config: object | undefined): string | undefined {
 }
 
 /**
- * The kernel currently registered for a kernel name and backend, or `undefined` (tfjs's `getKernel`
- * is typed as always returning one).
+ * The kernel currently registered for a kernel name and backend (tfjs's `getKernel` is typed as
+ * always returning one).
+ *
+ * @param kernelName - a tfjs kernel name, e.g. `'BatchMatMul'`
+ * @param backendName - a backend name, e.g. `'wasm'`
+ * @returns the registered config, or `undefined` when there is none
  */
 export function registeredKernel(kernelName: string, backendName: string): tf.KernelConfig | undefined {
   return tf.getKernel(kernelName, backendName) as tf.KernelConfig | undefined;
@@ -81,6 +85,9 @@ export function stockKernel(kernelName: string, backendName: string): tf.KernelC
 /**
  * Like {@link stockKernel}, for kernel functions that cannot work without it.
  *
+ * @param kernelName - a tfjs kernel name
+ * @param backendName - a backend name
+ * @returns the stock config
  * @throws Error naming the kernel and backend when tfjs has no stock kernel for them
  */
 export function requireStockKernel(kernelName: string, backendName: string): tf.KernelConfig {

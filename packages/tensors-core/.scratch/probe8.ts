@@ -1,0 +1,18 @@
+import * as tf from '@tensorflow/tfjs';
+import { initBackend, randomNormal, SeededRandom } from '../src/index.js';
+await initBackend({ backend: 'wasm' });
+const rng = new SeededRandom(1);
+const x = randomNormal([1024, 256], rng);
+const ids = tf.tensor1d(Array.from({ length: 256 }, (_, i) => (i * 7) % 1024), 'int32');
+const gates = tf.randomUniform([2048]);
+const gids = tf.tensor1d(Array.from({ length: 256 }, (_, i) => (i * 5) % 2048), 'int32');
+const rows = randomNormal([256, 256], rng);
+const time = (name: string, f: () => tf.Tensor, reps = 20) => { for (let i = 0; i < 3; i++) { const r = f(); r.dataSync(); r.dispose(); } const t0 = performance.now(); for (let i = 0; i < reps; i++) { const r = f(); r.dataSync(); r.dispose(); } console.log(name, ((performance.now() - t0) / reps).toFixed(3), 'ms'); };
+time('gather rows [1024,256] by 256', () => tf.gather(x, ids));
+time('gather gates [2048] by 256', () => tf.gather(gates, gids));
+time('USS [256,256] into 1024', () => tf.unsortedSegmentSum(rows, ids, 1024));
+time('identity copy [1024,256]', () => tf.clone(x).add(0));
+time('mul [256,1024]', () => tf.mul(randomNormal([256,1024], rng), 2));
+const w = randomNormal([256, 1024], rng);
+time('matmul [256,256]x[256,1024]', () => tf.matMul(rows, w));
+time('matmul [256,1024]x[1024,256]', () => tf.matMul(randomNormal([256,1024], rng), randomNormal([1024,256], rng)));
