@@ -1,12 +1,12 @@
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { ConfigError } from '@moepp/tensors-core';
+import { removeTemporaryFolders, temporaryFolder } from './test-helpers.js';
 import { ByteTokenizer } from './tokenizers/bytes.js';
 import { encodeDocuments, prepareTextData } from './prepare.js';
 
 describe('prepareTextData', () => {
+  afterAll(removeTemporaryFolders);
   it('bytes on moby-dick: streams, batches and a validation set from held-out chapters', () => {
     const data = prepareTextData({ corpus: 'moby-dick', tokenizer: 'bytes', seqLen: 64, batchSize: 8, seed: 3, validationWindows: 20 });
     expect(data.tokenizerOrigin).toBe('bytes');
@@ -23,7 +23,7 @@ describe('prepareTextData', () => {
   });
 
   it('trains a BPE on the training split once, then reads it from the cache', () => {
-    const cache = join(mkdtempSync(join(tmpdir(), 'moepp-prepare-')), 'moby-512.tokenizer.json');
+    const cache = join(temporaryFolder('moepp-prepare-'), 'moby-512.tokenizer.json');
     const options = { corpus: 'moby-dick', tokenizer: { bpe: 512 }, seqLen: 32, batchSize: 4, seed: 1, validationWindows: 8, tokenizerCache: cache } as const;
     const first = prepareTextData(options);
     const second = prepareTextData(options);

@@ -1,6 +1,9 @@
 /**
  * Helpers shared by this package's tests (not part of the public surface; excluded from the build).
  */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { SeededRandom } from '@moepp/tensors-core';
 
 /** A seeded random string from a mix of scripts, emoji (with ZWJ and skin tones), combining marks and controls. */
@@ -32,4 +35,23 @@ export function randomText(rng: SeededRandom, length: number): string {
     for (let i = 0; i < run; i++) text += String.fromCodePoint(low + rng.int(high - low + 1));
   }
   return text;
+}
+
+const temporaryFolders: string[] = [];
+
+/**
+ * A fresh folder under the OS temp folder, removed by {@link removeTemporaryFolders}.
+ *
+ * @param prefix - the folder name's prefix
+ * @returns its path
+ */
+export function temporaryFolder(prefix: string): string {
+  const folder = mkdtempSync(join(tmpdir(), prefix));
+  temporaryFolders.push(folder);
+  return folder;
+}
+
+/** Removes every folder made by {@link temporaryFolder} (call it in `afterAll`). */
+export function removeTemporaryFolders(): void {
+  for (const folder of temporaryFolders.splice(0)) rmSync(folder, { recursive: true, force: true });
 }

@@ -80,7 +80,8 @@ export class DecoderLM {
     this.config = resolveModelConfig(config);
     const c = this.config;
     const rng = new SeededRandom(seed);
-    this.embedding = tf.variable(randomNormal([c.vocabSize, c.hiddenSize], rng, c.initializerRange), true);
+    // tidy frees the initial values (a variable made from a tensor shares its buffer, the tensor stays alive).
+    this.embedding = tf.tidy(() => tf.variable(randomNormal([c.vocabSize, c.hiddenSize], rng, c.initializerRange), true));
     const blocks: DecoderBlock[] = [];
     for (let layer = 0; layer < c.numLayers; layer++) {
       const blockRng = rng.fork();
@@ -99,7 +100,9 @@ export class DecoderLM {
     }
     this.blocks = blocks;
     this.finalNorm = new RmsNorm(c.hiddenSize, c.rmsNormEps);
-    this.lmHead = c.tieEmbeddings ? null : tf.variable(randomNormal([c.hiddenSize, c.vocabSize], rng, c.initializerRange), true);
+    this.lmHead = c.tieEmbeddings
+      ? null
+      : tf.tidy(() => tf.variable(randomNormal([c.hiddenSize, c.vocabSize], rng, c.initializerRange), true));
   }
 
   /**

@@ -33,8 +33,8 @@ export interface GenerateResult {
 }
 
 /**
- * Continues a prompt, one token at a time, with the model in inference mode (no router noise, no
- * capacity dropping beyond what the config sets for inference).
+ * Continues a prompt, one token at a time, with the model in inference mode (`training: false`: no
+ * router noise).
  *
  * No KV cache: each step runs the full forward pass over the last `maxSeqLen` tokens (a prompt longer
  * than `maxSeqLen` is windowed the same way; positions restart at 0 in each window), inside `tf.tidy`,

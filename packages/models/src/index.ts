@@ -77,3 +77,18 @@ export {
   type SampleOptions,
   type SamplingOptions,
 } from './sampling.js';
+export { upcycle, type UpcycleSettings } from './upcycle.js';
+export { addExperts, expertIndexMap, selectTrainable, type ExpertGrowth, type TrainableSpec } from './grow.js';
+export {
+  MoeppLayer,
+  type MoeppLayerArgs,
+  type MoeppLayerOptions,
+  type MoeppLayerSettings,
+} from './layers-adapter.js';
+export {
+  CHECKPOINT_FORMAT_VERSION,
+  exportCheckpoint,
+  importCheckpoint,
+  type ExportCheckpointOptions,
+} from './io/hf-checkpoint.js';
+export { generate, type GenerateOptions, type GenerateResult } from './generate.js';

@@ -25,7 +25,10 @@ import type { NamedParameter } from './parameters.js';
 /** The MoE settings of {@link upcycle}: as in a model config, with the expert counts required. */
 export type UpcycleSettings = Omit<NonNullable<ModelConfigInput['moe']>, 'experts'> & {
   /** Experts per MoE layer; absent zero-computation counts take the MoE++ defaults (1 zero, 1 copy, 2 constant). */
-  readonly experts: NonNullable<NonNullable<ModelConfigInput['moe']>['experts']> & { readonly ffn: number };
+  readonly experts: NonNullable<NonNullable<ModelConfigInput['moe']>['experts']> & {
+    /** FFN experts per MoE layer (>= 1), each a copy of the dense MLP. */
+    readonly ffn: number;
+  };
   /**
    * F, the width of one FFN expert. Optional; when given it must equal the dense MLP width (an expert is
    * a copy of the MLP, so the widths cannot differ). Default: the dense model's `intermediateSize`.

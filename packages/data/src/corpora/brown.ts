@@ -13,7 +13,8 @@ import type { Corpus, CorpusDocument, HeldOutRule } from './corpus.js';
  * from the base tag's first component (`ppss+md` → `ppss` → other):
  *
  * - `verb`: `vb*` (vb, vbd, vbg, vbn, vbz), forms of *be* (`be*`), *do* (`do*`) and *have* (`hv*`), and
- *   modals (`md`). Auxiliaries and modals count as verbs, as in the universal tag set's `VERB`.
+ *   modals (`md`). Auxiliaries and modals count as verbs, as in the 12-tag universal tag set of Petrov,
+ *   Das & McDonald (2012), which has no separate auxiliary class.
  * - `noun`: common nouns `nn*` and proper nouns `np*` (singular, plural, possessive). Adverbial nouns
  *   (`nr`: *home*, *Friday*, *west*) and pronouns are `other`.
  * - `other`: everything else.
@@ -200,7 +201,7 @@ export function brownDataDirectory(): string {
 /**
  * Loads the Brown corpus: the 500 files `ca01`…`cr09` in name order (so by genre letter A–R), each one
  * document with its tagged sentences and its running text ({@link detokenizeBrown}); 1,161,192 tagged
- * words, 5.9 M characters of running text.
+ * words, 5.96 M characters of running text.
  *
  * @param directory - where the files are; default {@link brownDataDirectory}
  * @returns the corpus, with {@link BROWN_DEFAULT_HELD_OUT} as its default held-out rule

@@ -175,7 +175,7 @@ function cutPoint(text: string, from: number): number {
  * Describes a split in one line, e.g. for a training log.
  *
  * @param split - a split from {@link splitCorpus}
- * @returns e.g. `"train 223 documents (10,391,562 chars), validation 10 documents (369,851 chars), rule yearRange 2012–2021"`
+ * @returns e.g. `"train 223 documents (10,391,516 chars), validation 10 documents (368,526 chars), rule yearRange 2012–2021"`
  */
 export function describeSplit(split: CorpusSplit): string {
   const chars = (docs: readonly CorpusDocument[]): string => docs.reduce((s, d) => s + d.text.length, 0).toLocaleString('en-US');

@@ -35,7 +35,7 @@ export function mobyDickDataDirectory(): string {
 
 /**
  * Loads *Moby-Dick* as 139 documents in reading order (`data/file_list.json`): contents, etymology,
- * extracts, chapters 1–135 and the epilogue; 1.19 M characters. Each chapter file is read directly; it
+ * extracts, chapters 1–135 and the epilogue; 1.22 M characters. Each chapter file is read directly; it
  * starts with its heading line (`CHAPTER 1. Loomings.`), which becomes the title, and keeps one line
  * per paragraph (the package's `data.txt` has the same text hard-wrapped at 70 columns).
  *

@@ -1,13 +1,13 @@
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { ConfigError } from '@moepp/tensors-core';
+import { removeTemporaryFolders, temporaryFolder } from '../test-helpers.js';
 import { splitCorpus } from './corpus.js';
 import { loadTextFiles } from './text-files.js';
 
 function folder(files: Record<string, string>): string {
-  const root = mkdtempSync(join(tmpdir(), 'moepp-text-'));
+  const root = temporaryFolder('moepp-text-');
   for (const [name, content] of Object.entries(files)) {
     mkdirSync(join(root, name, '..'), { recursive: true });
     writeFileSync(join(root, name), content);
@@ -16,6 +16,7 @@ function folder(files: Record<string, string>): string {
 }
 
 describe('loadTextFiles', () => {
+  afterAll(removeTemporaryFolders);
   it('reads .txt files recursively, sorted by relative path, skipping other and hidden files', () => {
     const root = folder({
       'b.txt': 'second',

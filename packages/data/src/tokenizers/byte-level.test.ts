@@ -32,7 +32,7 @@ describe('preTokenize (GPT-2 pattern)', () => {
     expect(preTokenize('')).toEqual([]);
   });
 
-  it('treats whitespace as Unicode White_Space, as Python and HF tokenizers do, not as JavaScript \\s', () => {
+  it('treats whitespace as Unicode White_Space, as HF tokenizers does, not as JavaScript \\s', () => {
     expect(preTokenize('\u0085.')).toEqual(['\u0085', '.']); // NEL is White_Space (JS \s misses it)
     expect(preTokenize('\uFEFF\uFEFF.')).toEqual(['\uFEFF\uFEFF.']); // BOM is not (JS \s matches it)
     expect(preTokenize('a\u3000\u3000b')).toEqual(['a', '\u3000', '\u3000', 'b']); // only ASCII space joins the next word

@@ -38,8 +38,8 @@ function buildByteToUnicode(): string[] {
  * characters, then whitespace runs (a run before a non-space character leaves its last space to that
  * character's piece). The pieces cover the text exactly, so joining them gives the text back.
  *
- * GPT-2's `\s` is written `\p{White_Space}`: that is what `\s` means in the regex engines of Python and
- * Hugging Face `tokenizers` (Oniguruma), whereas JavaScript's `\s` also matches U+FEFF and misses U+0085.
+ * GPT-2's `\s` is written `\p{White_Space}`: that is what `\s` means in Hugging Face `tokenizers`' regex
+ * engine (Oniguruma), whereas JavaScript's `\s` also matches U+FEFF and misses U+0085.
  *
  * A fresh `RegExp` is returned on each call because global regexes carry `lastIndex` state.
  *

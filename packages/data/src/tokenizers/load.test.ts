@@ -1,15 +1,15 @@
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, SeededRandom } from '@moepp/tensors-core';
 import { loadMobyDick } from '../corpora/moby-dick.js';
 import { BpeTokenizer } from './bpe.js';
 import { trainBpe } from './bpe-trainer.js';
-import { randomText } from '../test-helpers.js';
+import { randomText, removeTemporaryFolders, temporaryFolder } from '../test-helpers.js';
 import { loadTokenizer, saveTokenizer, tokenizerFromJSON } from './load.js';
 
 describe('tokenizer.json', () => {
+  afterAll(removeTemporaryFolders);
   let tokenizer: BpeTokenizer;
   let samples: string[];
   beforeAll(() => {
@@ -38,7 +38,7 @@ describe('tokenizer.json', () => {
   });
 
   it('save → load gives the same vocabulary, merges and encodings', () => {
-    const path = join(mkdtempSync(join(tmpdir(), 'moepp-data-')), 'nested', 'tokenizer.json');
+    const path = join(temporaryFolder('moepp-data-'), 'nested', 'tokenizer.json');
     saveTokenizer(tokenizer, path);
     const restored = loadTokenizer(path);
     expect(restored).toBeInstanceOf(BpeTokenizer);
@@ -66,7 +66,7 @@ describe('tokenizer.json', () => {
   });
 
   it('names the path of a missing or malformed file', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'moepp-data-'));
+    const dir = temporaryFolder('moepp-data-');
     expect(() => loadTokenizer(join(dir, 'missing.json'))).toThrow(ConfigError);
     expect(() => loadTokenizer(join(dir, 'missing.json'))).toThrow(/file '.*missing\.json' does not exist/);
     writeFileSync(join(dir, 'bad.json'), '{"model": {"type": "Unigram"}}');

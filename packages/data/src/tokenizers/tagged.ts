@@ -45,9 +45,14 @@ export function encodeTagged(tokenizer: Tokenizer, words: readonly WordAndTag[])
   let total = 0;
   let text = '';
   let previous: string | null = null;
+  const segmentIds = new Map<string, Int32Array>(); // ' jury' → its ids; words repeat a lot
   for (const { word } of words) {
     const segment = brownSeparator(previous, word) + brownSurfaceForm(word);
-    const ids = tokenizer.encode(segment);
+    let ids = segmentIds.get(segment);
+    if (ids === undefined) {
+      ids = tokenizer.encode(segment);
+      segmentIds.set(segment, ids);
+    }
     pieces.push(ids);
     total += ids.length;
     text += segment;

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -71,6 +72,14 @@ function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let worst = 0;
   for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs((a[i] as number) - (b[i] as number)));
   return worst;
+}
+
+/** Bitwise equality of two float arrays; reports the first difference. */
+function expectSameValues(actual: Float32Array | undefined, expected: Float32Array, label: string): void {
+  expect(actual, label).toBeInstanceOf(Float32Array);
+  expect(actual!.length, label).toBe(expected.length);
+  const first = actual!.findIndex((value, i) => !Object.is(value, expected[i]));
+  expect(first, `${label}: first difference at element ${first}`).toBe(-1);
 }
 
 /** Every parameter's values by name (tfjs layout). */
@@ -257,7 +266,7 @@ describe('exportCheckpoint / importCheckpoint: round trip', () => {
       const expected = parameterValues(model);
       const actual = parameterValues(imported);
       expect([...actual.keys()]).toEqual([...expected.keys()]);
-      for (const [name, values] of expected) expect(actual.get(name), name).toEqual(values);
+      for (const [name, values] of expected) expectSameValues(actual.get(name), values, name);
     } finally {
       tf.dispose(tokens);
       model.dispose();
@@ -377,7 +386,7 @@ describe('exportCheckpoint / importCheckpoint: round trip', () => {
     const imported = await importCheckpoint(dir);
     for (const p of imported.parameters()) {
       const values = (p.transposed ? tf.tidy(() => p.variable.transpose()) : p.variable).dataSync();
-      expect(Array.from(values), p.name).toEqual(Array.from(expected.get(p.name)!));
+      expectSameValues(values as Float32Array, expected.get(p.name)!, p.name);
     }
     imported.dispose();
     model.dispose();
@@ -409,7 +418,7 @@ describe('exportCheckpoint / importCheckpoint: round trip', () => {
     // A shard holding a tensor that the index assigns elsewhere.
     const moved = { ...weightMap, [names[0]!]: 'model-00002-of-00002.safetensors' };
     await writeFile(join(dir, 'model.safetensors.index.json'), JSON.stringify({ weight_map: moved }));
-    await expectImportError(dir, CheckpointError, 'model-00001-of-00002.safetensors', names[0]!, 'assigns to');
+    await expectImportError(dir, CheckpointError, 'model.safetensors.index.json', 'model-00002-of-00002.safetensors', names[0]!, 'assigns');
     // An index pointing outside the folder.
     await writeFile(join(dir, 'model.safetensors.index.json'), JSON.stringify({ weight_map: { ...weightMap, [names[0]!]: '../evil.safetensors' } }));
     await expectImportError(dir, CheckpointError, 'model.safetensors.index.json', names[0]!, 'file name in the same folder');
@@ -631,7 +640,7 @@ describe('importCheckpoint: broken checkpoints fail clearly, naming file and ten
     await expectImportError(dir, CheckpointError, config, 'not valid JSON');
     await writeFile(config, JSON.stringify({ ...original, hidden_size: '64' }));
     await expectImportError(dir, ConfigError, config, 'hidden_size');
-    await writeFile(config, JSON.stringify({ ...original, num_attention_heads: 3 }));
+    await writeFile(config, JSON.stringify({ ...original, num_attention_heads: 3, num_key_value_heads: 3 }));
     await expectImportError(dir, ConfigError, config, 'numHeads');
     const { vocab_size: _, ...noVocab } = original;
     await writeFile(config, JSON.stringify(noVocab));
@@ -646,6 +655,8 @@ describe('importCheckpoint: broken checkpoints fail clearly, naming file and ten
   it('a missing tensor', async () => {
     await rewriteWeights(dir, (t) => delete t[UP]);
     await expectImportError(dir, CheckpointError, weights, 'missing tensor', UP, '[256, 64]');
+    await rewriteWeights(dir, (t) => delete t['model.embed_tokens.weight']);
+    await expectImportError(dir, CheckpointError, weights, 'missing tensor', 'model.embed_tokens.weight', '[64, 64]');
   });
 
   it('an unexpected tensor (rotary buffers excepted)', async () => {
@@ -737,7 +748,7 @@ describe('importCheckpoint: broken checkpoints fail clearly, naming file and ten
       try {
         const model = await importCheckpoint(dir);
         const actual = parameterValues(model);
-        for (const [name, values] of expected) expect(actual.get(name), `byte ${position}: ${name}`).toEqual(values);
+        for (const [name, values] of expected) expectSameValues(actual.get(name), values, `byte ${position}: ${name}`);
         model.dispose();
       } catch (error) {
         expect(error, `byte ${position}: ${String(error)}`).toSatisfy((e: unknown) => e instanceof CheckpointError || e instanceof ConfigError);
@@ -773,9 +784,10 @@ describe('exportCheckpoint: atomic', () => {
   /** Siblings of `dir` other than `dir` itself: temporary or set-aside folders would show here. */
   const leftovers = async (parent: string, keep: string[]) => (await readdir(parent)).filter((name) => !keep.includes(name));
 
-  async function snapshot(dir: string): Promise<Map<string, Buffer>> {
-    const files = new Map<string, Buffer>();
-    for (const name of await readdir(dir)) files.set(name, await readFile(join(dir, name)));
+  /** Each file's SHA-256 by name. */
+  async function snapshot(dir: string): Promise<Map<string, string>> {
+    const files = new Map<string, string>();
+    for (const name of (await readdir(dir)).sort()) files.set(name, createHash('sha256').update(await readFile(join(dir, name))).digest('hex'));
     return files;
   }
 

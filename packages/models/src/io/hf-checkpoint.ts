@@ -277,7 +277,9 @@ async function swapIntoPlace(staging: string, target: string, token: string): Pr
     await syncDirectory(dirname(target));
     return;
   }
-  if (!existing.isDirectory()) throw new Error(`'${target}' exists and is not a folder; refusing to replace it`);
+  if (!existing.isDirectory()) {
+    throw new Error(`'${target}' exists and is not a folder${existing.isSymbolicLink() ? ' (a symbolic link)' : ''}; refusing to replace it`);
+  }
   const aside = join(dirname(target), `.${basename(target)}.${token}.old`);
   await rename(target, aside);
   try {
@@ -336,12 +338,17 @@ export async function importCheckpoint(dir: string): Promise<DecoderLM> {
   const { tensors, files } = await readWeights(op, root);
   checkEmbeddingShape(config, tensors, root);
 
-  let model: DecoderLM;
+  let model: DecoderLM | undefined;
   try {
-    model = new DecoderLM(config, 0);
+    // In a tidy, so that any temporary the constructor leaves (e.g. a variable's initial value) is freed
+    // whatever the layers do; variables and tf.keep-ed tensors survive a tidy.
+    tf.tidy(() => {
+      model = new DecoderLM(config, 0);
+    });
   } catch (error) {
     throw new CheckpointError(`${op}: cannot build the model that '${join(root, CONFIG_FILE)}' describes: ${errorMessage(error)}`, { cause: error });
   }
+  if (model === undefined) throw new CheckpointError(`${op}: cannot build the model that '${join(root, CONFIG_FILE)}' describes`);
   try {
     const plan = matchTensors(model, tensors, root);
     // Names, shapes and dtypes first (their errors say more), then the hash for corruption that parses.
@@ -519,11 +526,18 @@ function checkTensorsHash(op: string, path: string, decoded: DecodedSafetensors)
   }
 }
 
-/** Fails early, before any weight is allocated, when the embedding does not have the config's `[V, D]`. */
+/**
+ * Fails early, before any weight is allocated (a corrupt config could describe a huge model), when the
+ * embedding is missing or does not have the config's `[V, D]`.
+ */
 function checkEmbeddingShape(config: ModelConfig, tensors: ReadonlyMap<string, SourcedTensor>, root: string): void {
   const embedding = tensors.get('model.embed_tokens.weight');
   const expected = [config.vocabSize, config.hiddenSize];
-  if (embedding && shapeText(embedding.tensor.shape) !== shapeText(expected)) {
+  if (!embedding) {
+    const files = [...new Set([...tensors.values()].map((t) => t.file))].join(', ') || join(root, WEIGHTS_FILE);
+    throw new CheckpointError(`importCheckpoint: '${files}': missing tensor 'model.embed_tokens.weight' ${shapeText(expected)}`);
+  }
+  if (shapeText(embedding.tensor.shape) !== shapeText(expected)) {
     throw new CheckpointError(
       `importCheckpoint: '${embedding.file}': tensor 'model.embed_tokens.weight' has shape ${shapeText(embedding.tensor.shape)}, but '${join(root, CONFIG_FILE)}' (vocab_size, hidden_size) needs ${shapeText(expected)}`,
     );

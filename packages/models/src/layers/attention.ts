@@ -94,7 +94,7 @@ export class CausalSelfAttention {
     this.headDim = d / h;
     this.ropeTheta = checkNumber(op, 'ropeTheta', config.ropeTheta ?? 10000, { greaterThan: 0 });
     const std = checkNumber(op, 'initializerRange', config.initializerRange ?? 0.02, { min: 0 });
-    const init = () => tf.variable(randomNormal([d, d], rng, std), true);
+    const init = () => tf.tidy(() => tf.variable(randomNormal([d, d], rng, std), true));
     this.qProj = init();
     this.kProj = init();
     this.vProj = init();

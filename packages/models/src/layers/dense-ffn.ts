@@ -28,9 +28,9 @@ export class DenseFfn {
   ) {
     checkNumber('DenseFfn', 'dim', dim, { integer: true, min: 1 });
     checkNumber('DenseFfn', 'ffnDim', ffnDim, { integer: true, min: 1 });
-    this.gateProj = tf.variable(randomNormal([dim, ffnDim], rng, initializerRange), true);
-    this.upProj = tf.variable(randomNormal([dim, ffnDim], rng, initializerRange), true);
-    this.downProj = tf.variable(randomNormal([ffnDim, dim], rng, initializerRange), true);
+    this.gateProj = tf.tidy(() => tf.variable(randomNormal([dim, ffnDim], rng, initializerRange), true));
+    this.upProj = tf.tidy(() => tf.variable(randomNormal([dim, ffnDim], rng, initializerRange), true));
+    this.downProj = tf.tidy(() => tf.variable(randomNormal([ffnDim, dim], rng, initializerRange), true));
   }
 
   /**

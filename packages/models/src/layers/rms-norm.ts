@@ -20,7 +20,7 @@ export class RmsNorm {
   ) {
     checkNumber('RmsNorm', 'dim', dim, { integer: true, min: 1 });
     checkNumber('RmsNorm', 'eps', eps, { min: 0 });
-    this.weight = tf.variable(tf.ones([dim]), true);
+    this.weight = tf.tidy(() => tf.variable(tf.ones([dim]), true));
   }
 
   /**

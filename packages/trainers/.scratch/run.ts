@@ -1,0 +1,14 @@
+import { initBackend } from '@moepp/tensors-core';
+import { createModel, presetConfig, type PresetVariant } from '@moepp/models';
+import { prepareTextData } from '@moepp/data';
+import { train } from '../src/index.js';
+await initBackend({ backend: 'wasm' });
+const variant = (process.argv[2] ?? 'moepp') as PresetVariant;
+const steps = Number(process.argv[3] ?? 40);
+const lr = Number(process.argv[4] ?? 3e-3);
+const data = prepareTextData({ corpus: 'moby-dick', tokenizer: 'bytes', seqLen: 64, batchSize: 8, seed: 1, validationWindows: 32 });
+const model = createModel(presetConfig('smoke', variant, { vocabSize: 256 }), 1);
+const t0 = performance.now();
+const r = await train(model, data, { totalSteps: steps, schedule: { peakLr: lr, minLr: lr / 10, warmupSteps: 4 }, evalInterval: 10 }, { progress: 'lines' });
+console.log('total s', ((performance.now() - t0) / 1000).toFixed(1), r.evals.map(e => e.loss.toFixed(3)).join(' '), 'ratio', (r.evals.at(-1)!.loss / r.evals[0]!.loss).toFixed(3));
+console.log(JSON.stringify(r.lastStep));

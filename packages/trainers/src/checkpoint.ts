@@ -1,0 +1,418 @@
+/**
+ * Training checkpoints: one folder holding everything a run needs to continue exactly where it stopped.
+ *
+ * ```
+ * <dir>/
+ *   config.json             the model config in the official MoE++ Hugging Face layout (toHfConfig)
+ *   model.safetensors       every model weight under its official name, PyTorch layout ([out, in]), F32
+ *   optimizer.safetensors   AdamW moments `<name>.exp_avg`, `<name>.exp_avg_sq` (same names and layout), F32
+ *   trainer-state.json      step, generator state, data cursor, trainer config, loss / eval history, format version
+ * ```
+ *
+ * `config.json` + `model.safetensors` are the Hugging Face checkpoint of the model, so the folder also
+ * loads wherever an exported model does. `trainer-state.json` is written last.
+ *
+ * Atomic as a whole: the new checkpoint is written to a temporary sibling folder (`<dir>.tmp-…`), every
+ * file flushed to disk; then the current `<dir>` is renamed to `<dir>.previous`, the temporary folder to
+ * `<dir>`, and only then is `<dir>.previous` deleted. At every instant either `<dir>` or
+ * `<dir>.previous` is a complete checkpoint; {@link resolveCheckpointDir} finds it after a crash.
+ *
+ * Loading validates everything (JSON, format version, model config, every tensor's presence, dtype
+ * and shape, no extra tensors) before it assigns anything, and every error names the file.
+ */
+import { randomBytes } from 'node:crypto';
+import { existsSync, statSync } from 'node:fs';
+import { mkdir, open, readFile, rename, rm, type FileHandle } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { ConfigError, SeededRandom, type RandomState } from '@moepp/tensors-core';
+import {
+  CheckpointError,
+  fromHfConfig,
+  readSafetensorsFile,
+  toHfConfig,
+  writeSafetensorsFile,
+  type DecoderLM,
+  type ModelConfig,
+  type NamedParameter,
+  type SafetensorsInput,
+} from '@moepp/models';
+import type { BatchCursor } from '@moepp/data';
+import type { AdamW, NamedArray } from './adamw.js';
+import { resolveTrainConfig, type TrainConfig } from './config.js';
+import type { EvalRecord } from './metrics.js';
+
+/** The `format` field of `trainer-state.json`. */
+export const TRAINER_STATE_FORMAT = 'moepp-trainer-state';
+
+/** The version of the checkpoint layout this code writes and reads. */
+export const TRAINER_STATE_VERSION = 1;
+
+/** The files of a checkpoint folder. */
+export const CHECKPOINT_FILES = Object.freeze({
+  config: 'config.json',
+  model: 'model.safetensors',
+  optimizer: 'optimizer.safetensors',
+  state: 'trainer-state.json',
+});
+
+/** Why a checkpoint was written. */
+export type CheckpointReason = 'interval' | 'final' | 'interrupt' | 'stop' | 'manual';
+
+/** The history a resumed run carries on. */
+export interface TrainHistory {
+  /** Total loss of every step so far; `losses[s − 1]` is step s's. */
+  readonly losses: readonly number[];
+  /** Every evaluation so far. */
+  readonly evals: readonly EvalRecord[];
+}
+
+/** The content of `trainer-state.json`. */
+export interface TrainerState {
+  /** Always {@link TRAINER_STATE_FORMAT}. */
+  readonly format: typeof TRAINER_STATE_FORMAT;
+  /** {@link TRAINER_STATE_VERSION} when written. */
+  readonly version: number;
+  /** Optimiser steps completed. */
+  readonly step: number;
+  /** Why it was written. */
+  readonly reason: CheckpointReason;
+  /** Wall-clock time of writing, ISO 8601. */
+  readonly savedAt: string;
+  /** The trainer's generator state (`SeededRandom.getState`). */
+  readonly rngState: RandomState;
+  /** Where the training batches continue (`TrainBatcher.getCursor`). */
+  readonly dataCursor: BatchCursor;
+  /** The batching the cursor belongs to. */
+  readonly data: { readonly batchSize: number; readonly seqLen: number; readonly windowCount: number };
+  /** The trainer config of the run. */
+  readonly config: TrainConfig;
+  /** Loss and eval history. */
+  readonly history: TrainHistory;
+  /** Official names of the trained (not frozen) parameters, which have optimiser state. */
+  readonly trainableParameters: readonly string[];
+}
+
+/** What {@link writeCheckpoint} saves. */
+export interface CheckpointContents {
+  /** The model (all its weights are saved). */
+  readonly model: DecoderLM;
+  /** The optimiser, or null to save no optimiser state. */
+  readonly optimizer: AdamW | null;
+  /** The trainer state. */
+  readonly state: TrainerState;
+}
+
+/** PyTorch layout of a parameter: the transpose of the kit's for `nn.Linear` weights. */
+function torchShape(parameter: NamedParameter): number[] {
+  const shape = [...parameter.variable.shape];
+  if (!parameter.transposed) return shape;
+  if (shape.length !== 2) throw new ConfigError(`checkpoint: parameter '${parameter.name}' is marked transposed but has rank ${shape.length}`);
+  return [shape[1] as number, shape[0] as number];
+}
+
+/** Kit layout -> PyTorch layout, as a host array. */
+function toTorchData(parameter: NamedParameter, data: Float32Array): Float32Array {
+  if (!parameter.transposed) return data;
+  const [rows, columns] = parameter.variable.shape as [number, number];
+  const out = new Float32Array(data.length);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < columns; c++) out[c * rows + r] = data[r * columns + c] as number;
+  return out;
+}
+
+/** PyTorch layout -> kit layout, as a host array. */
+function fromTorchData(parameter: NamedParameter, data: Float32Array): Float32Array {
+  if (!parameter.transposed) return data;
+  const [rows, columns] = parameter.variable.shape as [number, number];
+  const out = new Float32Array(data.length);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < columns; c++) out[r * columns + c] = data[c * rows + r] as number;
+  return out;
+}
+
+async function writeFileSynced(path: string, text: string): Promise<void> {
+  let handle: FileHandle | undefined;
+  try {
+    handle = await open(path, 'wx');
+    await handle.writeFile(text, 'utf8');
+    await handle.sync();
+  } finally {
+    await handle?.close();
+  }
+}
+
+async function syncDirectory(directory: string): Promise<void> {
+  let handle: FileHandle | undefined;
+  try {
+    handle = await open(directory, 'r');
+    await handle.sync();
+  } catch {
+    // Not every platform can open a directory; the renames have happened regardless.
+  } finally {
+    await handle?.close().catch(() => undefined);
+  }
+}
+
+/**
+ * @param dir - a folder
+ * @returns true if it holds a checkpoint's `trainer-state.json`
+ */
+export function isCheckpointDir(dir: string): boolean {
+  return existsSync(join(dir, CHECKPOINT_FILES.state));
+}
+
+/**
+ * Finds the complete checkpoint for a checkpoint path: `<dir>` itself, or `<dir>.previous` when a
+ * crash interrupted a replacement between its two renames.
+ *
+ * @param dir - the checkpoint folder
+ * @returns the folder to read, or null when neither holds a checkpoint
+ */
+export function resolveCheckpointDir(dir: string): string | null {
+  if (isCheckpointDir(dir)) return dir;
+  const previous = `${dir}.previous`;
+  if (!existsSync(dir) && isCheckpointDir(previous)) return previous;
+  return null;
+}
+
+/**
+ * Writes a checkpoint folder atomically (see the module notes): `<dir>` is replaced only once the new
+ * checkpoint is complete on disk.
+ *
+ * @param dir - the checkpoint folder; its parent is created if needed
+ * @param contents - model, optimiser and trainer state
+ * @returns when the new checkpoint is in place
+ * @throws {@link CheckpointError} naming the folder when `<dir>` exists but is not a checkpoint (it is
+ *   never replaced then), or when writing fails (the previous checkpoint is left in place)
+ */
+export async function writeCheckpoint(dir: string, contents: CheckpointContents): Promise<void> {
+  const target = resolve(dir);
+  if (existsSync(target) && !(statSync(target).isDirectory() && isCheckpointDir(target))) {
+    throw new CheckpointError(`writeCheckpoint: '${target}' exists and is not a checkpoint folder; refusing to replace it`);
+  }
+  const parent = dirname(target);
+  await mkdir(parent, { recursive: true });
+  const temporary = join(parent, `${basename(target)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
+  const previous = `${target}.previous`;
+  try {
+    await mkdir(temporary);
+    const parameters = contents.model.parameters();
+    const modelTensors: Record<string, SafetensorsInput> = {};
+    for (const parameter of parameters) {
+      modelTensors[parameter.name] = {
+        dtype: 'F32',
+        shape: torchShape(parameter),
+        data: toTorchData(parameter, Float32Array.from(parameter.variable.dataSync())),
+      };
+    }
+    await writeSafetensorsFile(join(temporary, CHECKPOINT_FILES.model), modelTensors, { format: 'pt' });
+    if (contents.optimizer) {
+      const exported = contents.optimizer.exportState();
+      const byName = new Map(parameters.map((p) => [p.name, p]));
+      const optimizerTensors: Record<string, SafetensorsInput> = {};
+      for (const [key, array] of exported.tensors) {
+        const parameter = byName.get(key.replace(/\.exp_avg(_sq)?$/, ''));
+        if (!parameter) throw new ConfigError(`writeCheckpoint: optimizer tensor '${key}' belongs to no model parameter`);
+        optimizerTensors[key] = { dtype: 'F32', shape: torchShape(parameter), data: toTorchData(parameter, array.data) };
+      }
+      await writeSafetensorsFile(join(temporary, CHECKPOINT_FILES.optimizer), optimizerTensors, {
+        format: 'pt',
+        optimizer: 'AdamW',
+        step: String(exported.step),
+      });
+    }
+    await writeFileSynced(join(temporary, CHECKPOINT_FILES.config), `${JSON.stringify(toHfConfig(contents.model.config), null, 2)}\n`);
+    await writeFileSynced(join(temporary, CHECKPOINT_FILES.state), `${JSON.stringify(contents.state, null, 1)}\n`);
+    await syncDirectory(temporary);
+    if (existsSync(target)) {
+      await rm(previous, { recursive: true, force: true });
+      await rename(target, previous);
+    }
+    await rename(temporary, target);
+    await syncDirectory(parent);
+  } catch (error) {
+    await rm(temporary, { recursive: true, force: true }).catch(() => undefined);
+    if (error instanceof CheckpointError) throw error;
+    throw new CheckpointError(`writeCheckpoint: cannot write '${target}': ${(error as Error).message}`, { cause: error });
+  }
+  await rm(previous, { recursive: true, force: true });
+}
+
+function fail(path: string, message: string, cause?: unknown): never {
+  throw new CheckpointError(`${path}: ${message}`, cause === undefined ? undefined : { cause });
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function checkInteger(path: string, field: string, value: unknown, min = 0): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min) {
+    fail(path, `'${field}' must be an integer >= ${min}, got ${JSON.stringify(value)}`);
+  }
+  return value;
+}
+
+/**
+ * Reads and validates a checkpoint's `trainer-state.json`.
+ *
+ * @param dir - the checkpoint folder (or `<dir>.previous` is used, see {@link resolveCheckpointDir})
+ * @returns the state and the folder it came from
+ * @throws {@link CheckpointError} naming the file when it is missing, not JSON, of another format or a
+ *   newer version, or a field is missing or malformed
+ */
+export async function readTrainerState(dir: string): Promise<{ state: TrainerState; dir: string }> {
+  const found = resolveCheckpointDir(resolve(dir));
+  const folder = found ?? resolve(dir);
+  const path = join(folder, CHECKPOINT_FILES.state);
+  if (found === null) fail(path, 'no checkpoint here (the file does not exist)');
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (error) {
+    fail(path, `cannot read: ${(error as Error).message}`, error);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (error) {
+    fail(path, `is not valid JSON (${(error as Error).message})`, error);
+  }
+  if (!isRecord(json)) fail(path, 'must hold a JSON object');
+  if (json.format !== TRAINER_STATE_FORMAT) fail(path, `'format' must be '${TRAINER_STATE_FORMAT}', got ${JSON.stringify(json.format)}`);
+  const version = checkInteger(path, 'version', json.version, 1);
+  if (version > TRAINER_STATE_VERSION) {
+    fail(path, `was written by a newer version of @moepp/trainers (format version ${version}; this one reads ${TRAINER_STATE_VERSION})`);
+  }
+  const step = checkInteger(path, 'step', json.step);
+  try {
+    SeededRandom.fromState(json.rngState as RandomState);
+  } catch (error) {
+    fail(path, `'rngState' is malformed: ${(error as Error).message}`, error);
+  }
+  if (!isRecord(json.dataCursor)) fail(path, `'dataCursor' must be an object, got ${JSON.stringify(json.dataCursor)}`);
+  if (!isRecord(json.data)) fail(path, `'data' must be an object, got ${JSON.stringify(json.data)}`);
+  checkInteger(path, 'data.batchSize', json.data.batchSize, 1);
+  checkInteger(path, 'data.seqLen', json.data.seqLen, 1);
+  checkInteger(path, 'data.windowCount', json.data.windowCount, 1);
+  let config: TrainConfig;
+  try {
+    config = resolveTrainConfig(json.config as TrainConfig);
+  } catch (error) {
+    fail(path, `'config' is invalid: ${(error as Error).message}`, error);
+  }
+  const history = json.history;
+  if (!isRecord(history) || !Array.isArray(history.losses) || !Array.isArray(history.evals)) {
+    fail(path, `'history' must be { losses: number[], evals: object[] }`);
+  }
+  if (history.losses.length !== step || history.losses.some((v) => typeof v !== 'number')) {
+    fail(path, `'history.losses' must hold ${step} numbers (one per step), got ${history.losses.length} entries`);
+  }
+  const names = json.trainableParameters;
+  if (!Array.isArray(names) || names.some((n) => typeof n !== 'string')) fail(path, `'trainableParameters' must be an array of names`);
+  return { state: { ...(json as unknown as TrainerState), config }, dir: folder };
+}
+
+function modelConfigDifferences(saved: ModelConfig, given: ModelConfig): string[] {
+  const flatten = (value: unknown, prefix: string, out: Map<string, string>) => {
+    if (isRecord(value)) for (const [k, v] of Object.entries(value)) flatten(v, prefix ? `${prefix}.${k}` : k, out);
+    else out.set(prefix, JSON.stringify(value));
+    return out;
+  };
+  const a = flatten(saved, '', new Map());
+  const b = flatten(given, '', new Map());
+  const keys = [...new Set([...a.keys(), ...b.keys()])].sort();
+  return keys.filter((k) => a.get(k) !== b.get(k)).map((k) => `${k}: ${a.get(k) ?? 'absent'} in the checkpoint, ${b.get(k) ?? 'absent'} in the model`);
+}
+
+/**
+ * Checks a decoded safetensors file against parameters and converts it to kit-layout arrays.
+ *
+ * @returns per expected tensor name, the kit-layout array
+ */
+function matchTensors(
+  path: string,
+  tensors: ReadonlyMap<string, { dtype: string; shape: number[]; data: Float32Array | Int32Array }>,
+  expected: ReadonlyMap<string, NamedParameter>,
+  what: string,
+): Map<string, NamedArray> {
+  const out = new Map<string, NamedArray>();
+  const missing = [...expected.keys()].filter((name) => !tensors.has(name));
+  if (missing.length > 0) {
+    fail(path, `${missing.length} ${what} tensor(s) are missing, e.g. '${missing.slice(0, 3).join("', '")}'`);
+  }
+  const extra = [...tensors.keys()].filter((name) => !expected.has(name));
+  if (extra.length > 0) {
+    fail(path, `${extra.length} tensor(s) match no ${what} of this model, e.g. '${extra.slice(0, 3).join("', '")}'`);
+  }
+  for (const [name, parameter] of expected) {
+    const tensor = tensors.get(name) as { dtype: string; shape: number[]; data: Float32Array | Int32Array };
+    const shape = torchShape(parameter);
+    if (!(tensor.data instanceof Float32Array)) fail(path, `tensor '${name}' must be a float tensor, got ${tensor.dtype}`);
+    if (tensor.shape.length !== shape.length || tensor.shape.some((d, i) => d !== shape[i])) {
+      fail(path, `tensor '${name}' must have shape [${shape.join(', ')}], got [${tensor.shape.join(', ')}]`);
+    }
+    out.set(name, { shape: [...parameter.variable.shape], data: fromTorchData(parameter, tensor.data) });
+  }
+  return out;
+}
+
+/**
+ * Loads a checkpoint's model weights (and optimiser state) after validating all of it. Nothing is
+ * assigned unless everything is valid.
+ *
+ * @param dir - the checkpoint folder (or its `.previous`, see {@link resolveCheckpointDir})
+ * @param model - the model to load into; its config must equal the checkpoint's `config.json`
+ * @param optimizer - the optimiser to load into, or null to load the weights only
+ * @returns the validated trainer state and the folder read
+ * @throws {@link CheckpointError} naming the file: a missing or unreadable file, bad JSON, a model config
+ *   that differs from the model's (listing the fields), missing, extra or misshaped tensors, optimiser
+ *   state for other parameters, or a step that disagrees between files
+ */
+export async function loadCheckpoint(dir: string, model: DecoderLM, optimizer: AdamW | null): Promise<{ state: TrainerState; dir: string }> {
+  const { state, dir: folder } = await readTrainerState(dir);
+
+  const configPath = join(folder, CHECKPOINT_FILES.config);
+  let savedConfig: ModelConfig;
+  try {
+    savedConfig = fromHfConfig(JSON.parse(await readFile(configPath, 'utf8')), configPath);
+  } catch (error) {
+    fail(configPath, `cannot be read as a model config: ${(error as Error).message}`, error);
+  }
+  const differences = modelConfigDifferences(savedConfig, model.config);
+  if (differences.length > 0) {
+    fail(configPath, `the checkpoint's model differs from the model to load into: ${differences.join('; ')}`);
+  }
+
+  const parameters = model.parameters();
+  const modelPath = join(folder, CHECKPOINT_FILES.model);
+  const weights = matchTensors(modelPath, (await readSafetensorsFile(modelPath)).tensors, new Map(parameters.map((p) => [p.name, p])), 'model parameter');
+
+  if (optimizer) {
+    const optimizerPath = join(folder, CHECKPOINT_FILES.optimizer);
+    const decoded = await readSafetensorsFile(optimizerPath);
+    const byName = new Map(parameters.map((p) => [p.name, p]));
+    const expected = new Map<string, NamedParameter>();
+    for (const name of optimizer.parameterNames) {
+      const parameter = byName.get(name);
+      if (!parameter) throw new ConfigError(`loadCheckpoint: the optimiser updates '${name}', which the model does not have`);
+      expected.set(`${name}.exp_avg`, parameter);
+      expected.set(`${name}.exp_avg_sq`, parameter);
+    }
+    const moments = matchTensors(optimizerPath, decoded.tensors, expected, 'optimiser');
+    const step = Number(decoded.metadata.step);
+    if (step !== state.step) {
+      fail(optimizerPath, `holds the state after step ${decoded.metadata.step ?? '(none)'}, but ${CHECKPOINT_FILES.state} says step ${state.step}`);
+    }
+    try {
+      optimizer.importState({ step, tensors: moments }, optimizerPath);
+    } catch (error) {
+      fail(optimizerPath, (error as Error).message, error);
+    }
+  }
+
+  for (const parameter of parameters) {
+    const array = weights.get(parameter.name) as NamedArray;
+    tf.tidy(() => parameter.variable.assign(tf.tensor(array.data, parameter.variable.shape, 'float32')));
+  }
+  return { state, dir: folder };
+}
