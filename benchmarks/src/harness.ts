@@ -506,7 +506,8 @@ export function renderMarkdown(result: BenchmarkResult, definition: Pick<Benchma
         const rate = r.gflopsPerSecond !== undefined ? `, ${r.gflopsPerSecond.toFixed(2)} GFLOP/s` : '';
         const range = r.stats.repetitions > 1 ? ` (${formatMs(r.stats.minMs)}–${formatMs(r.stats.maxMs)})` : ' (1 run)';
         cells.push(`${formatMs(r.stats.medianMs)}${range}${rate}`);
-      } else cells.push(escapeCell(`${r.status}${r.message ? `: ${r.message}` : ''}`));
+      } else if (r.status === 'skipped') cells.push(escapeCell(r.message ?? 'skipped'));
+      else cells.push(escapeCell(`${r.status}${r.message ? `: ${r.message}` : ''}`));
     }
     if (definition.speedup) {
       const s = result.speedups.find((x) => x.case === c.name);

@@ -67,7 +67,7 @@ export interface KernelsBenchmarkOptions {
 }
 
 const STOCK_CPU_IS_SLOW = 'skipped in --quick mode (cpu takes seconds to minutes here)';
-const NO_CPU_FIX = 'n/a: no cpu fix applies (same as cpu stock)';
+const NO_CPU_FIX = 'n/a (no cpu fix applies)';
 
 /** DESIGN.md's peer measurements (PyTorch 1.13 CPU, same kind of machine). */
 const PYTORCH_FFN = {

@@ -216,7 +216,7 @@ export class DecoderLM {
 }
 
 function moeLayerTensors(out: MoeBlockReport): tf.Tensor[] {
-  return [out.logits, out.expertIndices, out.combineWeights, ...Object.values(out.auxLosses), ...Object.values(out.stats)].filter(
+  return [out.logits, out.probabilities, out.expertIndices, out.keepMask, out.combineWeights, ...Object.values(out.auxLosses), ...Object.values(out.stats)].filter(
     (t): t is tf.Tensor => t instanceof tf.Tensor,
   );
 }

@@ -58,7 +58,15 @@ export interface ExpertGrowth<T> {
  * @returns `indexMap` (old index -> new index, length E) and `newExperts` (ascending)
  * @throws {@link ConfigError} when a count shrinks
  */
-export function expertIndexMap(before: ExpertCounts, after: ExpertCounts): { indexMap: number[]; newExperts: number[] } {
+export function expertIndexMap(
+  before: ExpertCounts,
+  after: ExpertCounts,
+): {
+  /** `indexMap[e]` is the new index of old expert `e`. */
+  indexMap: number[];
+  /** The indices of the added experts, ascending. */
+  newExperts: number[];
+} {
   const indexMap: number[] = [];
   const newExperts: number[] = [];
   let offset = 0;

@@ -51,8 +51,12 @@ export interface MoeLayerOutput {
   readonly output: tf.Tensor2D;
   /** `[N, E]` float32 router logits, for the next layer's gating residual and for analyses. */
   readonly logits: tf.Tensor2D;
+  /** `[N, E]` float32 the router's softmax over all experts (routing scores, for analyses). */
+  readonly probabilities: tf.Tensor2D;
   /** `[N, K]` int32 chosen experts. */
   readonly expertIndices: tf.Tensor2D;
+  /** `[N, K]` float32 1 where the assignment was dispatched, 0 where dropped (capacity, padding). */
+  readonly keepMask: tf.Tensor2D;
   /** `[N, K]` float32 gates as applied (0 where dropped). */
   readonly combineWeights: tf.Tensor2D;
   /** Unweighted aux losses from the router (e.g. `loadBalance`, `zLoss`). */
@@ -184,7 +188,9 @@ export class MoeLayer {
     return {
       output,
       logits: routed.logits,
+      probabilities: routed.probabilities,
       expertIndices,
+      keepMask,
       combineWeights,
       auxLosses: routed.auxLosses,
       stats: routed.stats,

@@ -24,7 +24,7 @@ export class GradientAccumulator {
    * Adds one micro-batch's gradients. Takes ownership: the given tensors are disposed (or kept as the sum).
    *
    * @param gradients - gradients by name; a name missing from a micro-batch counts as zero there
-   * @throws {@link ConfigError} when a gradient's shape differs from earlier ones under the same name
+   * @throws `ConfigError` when a gradient's shape differs from earlier ones under the same name
    *   (the given tensors are disposed in that case too)
    */
   add(gradients: ReadonlyMap<string, tf.Tensor>): void {
@@ -56,7 +56,7 @@ export class GradientAccumulator {
   /**
    * @returns the mean gradient per name (sum / number of micro-batches added); new tensors owned by the
    *   caller. The accumulator is empty afterwards.
-   * @throws {@link ConfigError} when nothing was added
+   * @throws `ConfigError` when nothing was added
    */
   takeMean(): Map<string, tf.Tensor> {
     if (this.added === 0) throw new ConfigError('GradientAccumulator.takeMean: no micro-batch was added');

@@ -88,7 +88,7 @@ export function defaultDecayRule(name: string, shape: readonly number[]): boolea
  * @param input - any subset of the fields; the rest take {@link DEFAULT_ADAMW}
  * @param op - the caller, for error messages
  * @returns the complete, frozen config
- * @throws {@link ConfigError} naming the field when a value is out of range (β in [0, 1), ε > 0, λ >= 0)
+ * @throws `ConfigError` naming the field when a value is out of range (β in [0, 1), ε > 0, λ >= 0)
  */
 export function resolveAdamWConfig(input: Partial<AdamWConfig> = {}, op = 'AdamW'): AdamWConfig {
   const merged = { ...DEFAULT_ADAMW, ...input };
@@ -129,7 +129,7 @@ export class AdamW {
   /**
    * @param parameters - the parameters to update, with unique names
    * @param config - hyper-parameters; defaults {@link DEFAULT_ADAMW}
-   * @throws {@link ConfigError} for a repeated name, a non-float32 variable or an invalid hyper-parameter
+   * @throws `ConfigError` for a repeated name, a non-float32 variable or an invalid hyper-parameter
    */
   constructor(parameters: readonly OptimizedParameter[], config: Partial<AdamWConfig> = {}) {
     this.config = resolveAdamWConfig(config);
@@ -164,7 +164,7 @@ export class AdamW {
    * @param gradients - gradients by parameter name, each the shape of its parameter; a missing name
    *   counts as a zero gradient; not disposed
    * @param learningRate - lr of this update (from the schedule), >= 0
-   * @throws {@link ConfigError} for a gradient under an unknown name, with the wrong shape, or a bad learning rate
+   * @throws `ConfigError` for a gradient under an unknown name, with the wrong shape, or a bad learning rate
    */
   applyGradients(gradients: ReadonlyMap<string, tf.Tensor>, learningRate: number): void {
     const lr = checkNumber('AdamW.applyGradients', 'learningRate', learningRate, { min: 0 });
@@ -222,7 +222,7 @@ export class AdamW {
    *
    * @param state - from {@link AdamW.exportState} (possibly through a file)
    * @param source - names the origin (a file path) in error messages
-   * @throws {@link ConfigError} naming the source and the tensor when a tensor is missing, unexpected,
+   * @throws `ConfigError` naming the source and the tensor when a tensor is missing, unexpected,
    *   has the wrong shape or length, or the step is not an integer >= 0
    */
   importState(state: AdamWState, source = 'optimizer state'): void {

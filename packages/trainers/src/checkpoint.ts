@@ -50,11 +50,33 @@ export const TRAINER_STATE_VERSION = 1;
 
 /** The files of a checkpoint folder. */
 export const CHECKPOINT_FILES = Object.freeze({
+  /** The model config, official Hugging Face names. */
   config: 'config.json',
+  /** The model weights, official names, PyTorch layout. */
   model: 'model.safetensors',
+  /** The AdamW moments. */
   optimizer: 'optimizer.safetensors',
+  /** Everything else: {@link TrainerState}. */
   state: 'trainer-state.json',
 });
+
+/** The batching a checkpoint's data cursor belongs to. */
+export interface CheckpointData {
+  /** B, windows per micro-batch. */
+  readonly batchSize: number;
+  /** T, input tokens per window. */
+  readonly seqLen: number;
+  /** Windows in the training stream (a different corpus or split almost surely differs here). */
+  readonly windowCount: number;
+}
+
+/** A checkpoint's trainer state and the folder it was read from. */
+export interface LoadedCheckpoint {
+  /** The validated `trainer-state.json`. */
+  readonly state: TrainerState;
+  /** The folder read: the one asked for, or its `.previous` after an interrupted replacement. */
+  readonly dir: string;
+}
 
 /** Why a checkpoint was written. */
 export type CheckpointReason = 'interval' | 'final' | 'interrupt' | 'stop' | 'manual';
@@ -84,7 +106,7 @@ export interface TrainerState {
   /** Where the training batches continue (`TrainBatcher.getCursor`). */
   readonly dataCursor: BatchCursor;
   /** The batching the cursor belongs to. */
-  readonly data: { readonly batchSize: number; readonly seqLen: number; readonly windowCount: number };
+  readonly data: CheckpointData;
   /** The trainer config of the run. */
   readonly config: TrainConfig;
   /** Loss and eval history. */
@@ -181,7 +203,7 @@ export function resolveCheckpointDir(dir: string): string | null {
  * @param dir - the checkpoint folder; its parent is created if needed
  * @param contents - model, optimiser and trainer state
  * @returns when the new checkpoint is in place
- * @throws {@link CheckpointError} naming the folder when `<dir>` exists but is not a checkpoint (it is
+ * @throws `CheckpointError` naming the folder when `<dir>` exists but is not a checkpoint (it is
  *   never replaced then), or when writing fails (the previous checkpoint is left in place)
  */
 export async function writeCheckpoint(dir: string, contents: CheckpointContents): Promise<void> {
@@ -257,10 +279,10 @@ function checkInteger(path: string, field: string, value: unknown, min = 0): num
  *
  * @param dir - the checkpoint folder (or `<dir>.previous` is used, see {@link resolveCheckpointDir})
  * @returns the state and the folder it came from
- * @throws {@link CheckpointError} naming the file when it is missing, not JSON, of another format or a
+ * @throws `CheckpointError` naming the file when it is missing, not JSON, of another format or a
  *   newer version, or a field is missing or malformed
  */
-export async function readTrainerState(dir: string): Promise<{ state: TrainerState; dir: string }> {
+export async function readTrainerState(dir: string): Promise<LoadedCheckpoint> {
   const found = resolveCheckpointDir(resolve(dir));
   const folder = found ?? resolve(dir);
   const path = join(folder, CHECKPOINT_FILES.state);
@@ -325,6 +347,29 @@ function modelConfigDifferences(saved: ModelConfig, given: ModelConfig): string[
 }
 
 /**
+ * Checks that a checkpoint's `config.json` describes the same model as `model.config`.
+ *
+ * @param dir - the checkpoint folder (as found by {@link resolveCheckpointDir})
+ * @param model - the model to compare with
+ * @returns when they agree
+ * @throws `CheckpointError` naming `config.json` when it cannot be read or parsed, or listing every
+ *   field that differs
+ */
+export async function checkCheckpointModel(dir: string, model: DecoderLM): Promise<void> {
+  const configPath = join(dir, CHECKPOINT_FILES.config);
+  let savedConfig: ModelConfig;
+  try {
+    savedConfig = fromHfConfig(JSON.parse(await readFile(configPath, 'utf8')), configPath);
+  } catch (error) {
+    fail(configPath, `cannot be read as a model config: ${(error as Error).message}`, error);
+  }
+  const differences = modelConfigDifferences(savedConfig, model.config);
+  if (differences.length > 0) {
+    fail(configPath, `the checkpoint's model differs from the model to load into: ${differences.join('; ')}`);
+  }
+}
+
+/**
  * Checks a decoded safetensors file against parameters and converts it to kit-layout arrays.
  *
  * @returns per expected tensor name, the kit-layout array
@@ -364,24 +409,13 @@ function matchTensors(
  * @param model - the model to load into; its config must equal the checkpoint's `config.json`
  * @param optimizer - the optimiser to load into, or null to load the weights only
  * @returns the validated trainer state and the folder read
- * @throws {@link CheckpointError} naming the file: a missing or unreadable file, bad JSON, a model config
+ * @throws `CheckpointError` naming the file: a missing or unreadable file, bad JSON, a model config
  *   that differs from the model's (listing the fields), missing, extra or misshaped tensors, optimiser
  *   state for other parameters, or a step that disagrees between files
  */
-export async function loadCheckpoint(dir: string, model: DecoderLM, optimizer: AdamW | null): Promise<{ state: TrainerState; dir: string }> {
+export async function loadCheckpoint(dir: string, model: DecoderLM, optimizer: AdamW | null): Promise<LoadedCheckpoint> {
   const { state, dir: folder } = await readTrainerState(dir);
-
-  const configPath = join(folder, CHECKPOINT_FILES.config);
-  let savedConfig: ModelConfig;
-  try {
-    savedConfig = fromHfConfig(JSON.parse(await readFile(configPath, 'utf8')), configPath);
-  } catch (error) {
-    fail(configPath, `cannot be read as a model config: ${(error as Error).message}`, error);
-  }
-  const differences = modelConfigDifferences(savedConfig, model.config);
-  if (differences.length > 0) {
-    fail(configPath, `the checkpoint's model differs from the model to load into: ${differences.join('; ')}`);
-  }
+  await checkCheckpointModel(folder, model);
 
   const parameters = model.parameters();
   const modelPath = join(folder, CHECKPOINT_FILES.model);

@@ -37,7 +37,7 @@ export function globalNorm(tensors: readonly tf.Tensor[]): number {
  * @param maxNorm - the largest allowed global norm (> 0), or `null` to only measure the norm
  * @returns the scaled gradients (new tensors), the pre-clip norm and the scale applied. A non-finite norm
  *   is returned as is with scale 1 (the gradients are copied unscaled; a trainer should stop on it)
- * @throws {@link ConfigError} when `maxNorm` is not a number > 0 or null
+ * @throws `ConfigError` when `maxNorm` is not a number > 0 or null
  */
 export function clipByGlobalNorm(gradients: readonly tf.Tensor[], maxNorm: number | null): ClippedGradients {
   if (maxNorm !== null) checkNumber('clipByGlobalNorm', 'maxNorm', maxNorm, { greaterThan: 0 });

@@ -67,9 +67,13 @@ export interface TrainConfig {
 
 /** What a caller passes: `totalSteps` and any overrides; nested records may be partial. */
 export type TrainConfigInput = Partial<Omit<TrainConfig, 'totalSteps' | 'schedule' | 'optimizer' | 'loss'>> & {
+  /** S, optimiser steps of the run. */
   readonly totalSteps: number;
+  /** Any schedule fields; the rest take their defaults. */
   readonly schedule?: Partial<ScheduleSettings>;
+  /** Any AdamW fields; the rest take their defaults. */
   readonly optimizer?: Partial<AdamWConfig>;
+  /** Any loss weights; the rest take their defaults. */
   readonly loss?: Partial<LossConfig>;
 };
 
@@ -114,7 +118,7 @@ function checkPath(op: string, field: string, value: unknown): string | null {
  *
  * @param input - `totalSteps` and any overrides
  * @returns the complete, frozen config
- * @throws {@link ConfigError} naming the field, the expected and the actual value
+ * @throws `ConfigError` naming the field, the expected and the actual value
  */
 export function resolveTrainConfig(input: TrainConfigInput): TrainConfig {
   const op = 'TrainConfig';

@@ -39,7 +39,7 @@ export interface EvaluationResult {
  * @param batch - the batch
  * @param vocabSize - V
  * @param what - names the batch in the error
- * @throws {@link ConfigError} naming the batch, the position and the id when an id is outside `[0, V)`
+ * @throws `ConfigError` naming the batch, the position and the id when an id is outside `[0, V)`
  */
 export function checkBatchTokens(batch: TokenBatch, vocabSize: number, what: string): void {
   const tokens = batch.tokens;
@@ -59,7 +59,7 @@ export function checkBatchTokens(batch: TokenBatch, vocabSize: number, what: str
  * @param model - the model (run in inference mode)
  * @param batches - the validation batches (`inputs`, `targets`: int32 `[B, T]`), e.g. `prepareTextData(…).validation`
  * @returns loss, perplexity, accuracy, token count and FFN experts per token
- * @throws {@link ConfigError} for an empty batch list or a token id outside the vocabulary
+ * @throws `ConfigError` for an empty batch list or a token id outside the vocabulary
  */
 export async function evaluate(model: DecoderLM, batches: readonly TokenBatch[]): Promise<EvaluationResult> {
   if (batches.length === 0) throw new ConfigError('evaluate: \'batches\' must hold at least one batch, got none');

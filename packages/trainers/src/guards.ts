@@ -28,6 +28,7 @@ export type NonFiniteKind = 'loss' | 'gradient' | 'weights';
  * not applied and no checkpoint is written, so the last checkpoint on disk stays the last good one.
  */
 export class NonFiniteLossError extends Error {
+  /** Always `'NonFiniteLossError'`. */
   override readonly name = 'NonFiniteLossError';
   /**
    * @param kind - what was not finite
@@ -50,6 +51,7 @@ export class NonFiniteLossError extends Error {
  * (a hook, a custom loss, a layer) creates tensors every step and never disposes them.
  */
 export class TensorLeakError extends Error {
+  /** Always `'TensorLeakError'`. */
   override readonly name = 'TensorLeakError';
   /**
    * @param step - the step after which the growth was seen

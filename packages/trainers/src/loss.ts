@@ -34,7 +34,7 @@ export const DEFAULT_LOSS: LossConfig = Object.freeze({ balanceWeight: 0.01, zLo
  * @param input - any subset of the fields
  * @param op - the caller, for error messages
  * @returns the complete, frozen config
- * @throws {@link ConfigError} for a negative or non-finite weight
+ * @throws `ConfigError` for a negative or non-finite weight
  */
 export function resolveLossConfig(input: Partial<LossConfig> = {}, op = 'LossConfig'): LossConfig {
   const merged = { ...DEFAULT_LOSS, ...input };
@@ -62,7 +62,7 @@ export interface LossTerms {
  * @param logits - `[N, V]` float32
  * @param targets - `[N]` int32 target ids in `[0, V)` (not checked on the device: validate ids on the host)
  * @returns `[N]` float32, nats
- * @throws {@link ShapeError} for mismatched shapes or dtypes
+ * @throws `ShapeError` for mismatched shapes or dtypes
  */
 export function tokenCrossEntropy(logits: tf.Tensor2D, targets: tf.Tensor1D): tf.Tensor1D {
   checkShapes('tokenCrossEntropy', { logits: [logits, ['N', 'V'], 'float32'], targets: [targets, ['N'], 'int32'] });
@@ -83,7 +83,7 @@ export function tokenCrossEntropy(logits: tf.Tensor2D, targets: tf.Tensor1D): tf
  * @param targets - `[B, T]` int32
  * @param tokenMask - `[B, T]` float32, 1 for tokens that count, 0 for ignored ones; default all 1
  * @returns scalar float32: `Σ mask·ce / max(Σ mask, 1)`
- * @throws {@link ShapeError} for mismatched shapes or dtypes
+ * @throws `ShapeError` for mismatched shapes or dtypes
  */
 export function crossEntropyLoss(logits: tf.Tensor3D, targets: tf.Tensor2D, tokenMask?: tf.Tensor2D): tf.Scalar {
   checkShapes('crossEntropyLoss', {
@@ -103,8 +103,13 @@ export function crossEntropyLoss(logits: tf.Tensor3D, targets: tf.Tensor2D, toke
 
 /** The part of a model's output the loss reads: logits and each MoE layer's aux losses. */
 export type LossInput = {
+  /** `[B, T, V]` float32 next-token logits. */
   readonly logits: LMOutput['logits'];
-  readonly moeLayers: readonly { readonly auxLosses: Readonly<Record<string, tf.Scalar>> }[];
+  /** Per MoE layer, its unweighted aux losses (`loadBalance`, `zLoss`; other keys are ignored). */
+  readonly moeLayers: readonly {
+    /** Scalar float32 losses by name. */
+    readonly auxLosses: Readonly<Record<string, tf.Scalar>>;
+  }[];
 };
 
 /**
@@ -116,7 +121,7 @@ export type LossInput = {
  * @param tokenMask - `[B, T]` float32 mask for the cross-entropy (pass the same mask to the model's
  *   forward so that the aux losses ignore those tokens too); default all 1
  * @returns the total and each unweighted term, scalar float32 tensors owned by the caller
- * @throws {@link ShapeError} for mismatched shapes or dtypes
+ * @throws `ShapeError` for mismatched shapes or dtypes
  */
 export function languageModelLoss(
   output: LossInput,

@@ -7,7 +7,7 @@
  * computation (dispatch, experts, combine) in the forward pass, summed over MoE layers, as the layer
  * measures it. Expert throughput is the tokens that pass through the MoE layers per second of that time.
  */
-import { closeSync, existsSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { ConfigError } from '@moepp/tensors-core';
 
@@ -119,12 +119,13 @@ export class MetricsLog {
    * whose `step` is at most `resumeStep` and drops the later ones (steps the interrupted run logged
    * after its last checkpoint, which the resumed run will log again); the rewrite is atomic.
    *
-   * @param path - the file; its folder must exist
+   * @param path - the file; its folder is created if needed
    * @param resumeStep - the step the run resumes from, if it resumes
    * @throws Error from the file system when the file cannot be opened
    */
   constructor(path: string, resumeStep?: number) {
     this.path = path;
+    mkdirSync(dirname(path), { recursive: true });
     if (resumeStep !== undefined && existsSync(path)) {
       const kept = readFileSync(path, 'utf8')
         .split('\n')
@@ -155,7 +156,7 @@ export class MetricsLog {
    * Appends one record as one line.
    *
    * @param record - the record
-   * @throws {@link ConfigError} after {@link MetricsLog.close}
+   * @throws `ConfigError` after {@link MetricsLog.close}
    */
   write(record: MetricsRecord): void {
     if (this.fd === null) throw new ConfigError(`MetricsLog.write: '${this.path}' is closed`);
@@ -174,7 +175,7 @@ export class MetricsLog {
  *
  * @param path - the file
  * @returns the records in file order; a trailing line cut off by a crash is skipped
- * @throws {@link ConfigError} naming the file and the line for a malformed line other than the last
+ * @throws `ConfigError` naming the file and the line for a malformed line other than the last
  */
 export function readMetricsFile(path: string): MetricsRecord[] {
   const lines = readFileSync(path, 'utf8').split('\n');

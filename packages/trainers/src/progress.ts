@@ -30,7 +30,10 @@ export interface ProgressReporter {
 }
 
 /** A writable text stream, such as `process.stdout`. */
-export type ProgressStream = NodeJS.WritableStream & { readonly isTTY?: boolean };
+export type ProgressStream = NodeJS.WritableStream & {
+  /** True for a terminal (then `'auto'` draws a bar). */
+  readonly isTTY?: boolean;
+};
 
 /** Options of {@link createProgressReporter}. */
 export interface ProgressOptions {
@@ -147,7 +150,7 @@ class BarReporter implements ProgressReporter {
  *
  * @param options - mode, stream and line interval
  * @returns the reporter
- * @throws {@link ConfigError} for an unknown mode or a log interval that is not an integer >= 1
+ * @throws `ConfigError` for an unknown mode or a log interval that is not an integer >= 1
  */
 export function createProgressReporter(options: ProgressOptions = {}): ProgressReporter {
   const mode = checkOneOf('createProgressReporter', 'mode', options.mode ?? 'auto', PROGRESS_MODES);

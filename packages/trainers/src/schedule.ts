@@ -34,7 +34,7 @@ export interface LearningRateSchedule {
  * @param schedule - the schedule
  * @param op - the caller, for error messages
  * @returns the same schedule
- * @throws {@link ConfigError} naming the field when a value is missing, not finite, out of range, or
+ * @throws `ConfigError` naming the field when a value is missing, not finite, out of range, or
  *   `minLr > peakLr`, or `warmupSteps >= totalSteps`
  */
 export function checkSchedule(schedule: LearningRateSchedule, op = 'learningRateAt'): LearningRateSchedule {
@@ -54,7 +54,7 @@ export function checkSchedule(schedule: LearningRateSchedule, op = 'learningRate
  * @param step - s, the 0-based index of the update (an integer >= 0)
  * @param schedule - peak, minimum, warm-up and total steps
  * @returns the learning rate for that update
- * @throws {@link ConfigError} for a negative or fractional step or an invalid schedule
+ * @throws `ConfigError` for a negative or fractional step or an invalid schedule
  */
 export function learningRateAt(step: number, schedule: LearningRateSchedule): number {
   checkNumber('learningRateAt', 'step', step, { integer: true, min: 0 });

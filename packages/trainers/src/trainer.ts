@@ -28,6 +28,7 @@ import {
   CHECKPOINT_FILES,
   TRAINER_STATE_FORMAT,
   TRAINER_STATE_VERSION,
+  checkCheckpointModel,
   loadCheckpoint,
   readTrainerState,
   writeCheckpoint,
@@ -123,10 +124,13 @@ export interface TrainResult {
   readonly elapsedMs: number;
 }
 
+/** A second SIGINT within this many ms of the first is the same Ctrl-C delivered twice, not a second press. */
+const SIGNAL_REPEAT_MS = 500;
+
 const yieldToEventLoop = () => new Promise<void>((resolvePromise) => setImmediate(resolvePromise));
 
 /**
- * Trains a {@link DecoderLM}: AdamW, warm-up + cosine schedule, clipping, accumulation, evaluation,
+ * Trains a `DecoderLM`: AdamW, warm-up + cosine schedule, clipping, accumulation, evaluation,
  * metrics, progress, atomic checkpoints, resume and guards. See the module notes for one step.
  *
  * @example
@@ -167,7 +171,7 @@ export class Trainer {
    * @param model - the model to train
    * @param data - training batches and validation batches (e.g. from `prepareTextData`)
    * @param config - `totalSteps` and overrides (see {@link TrainConfig})
-   * @throws {@link ConfigError} for an invalid config, a `frozen` pattern that matches no parameter, a
+   * @throws `ConfigError` for an invalid config, a `frozen` pattern that matches no parameter, a
    *   run with every parameter frozen, or data whose T exceeds the model's `maxSeqLen`
    */
   constructor(model: DecoderLM, data: TrainingData, config: TrainConfigInput | TrainConfig) {
@@ -240,9 +244,9 @@ export class Trainer {
    *
    * @param dir - the checkpoint folder (its `.previous` is used if a crash left only that)
    * @returns when restored
-   * @throws {@link CheckpointError} naming the file: see {@link loadCheckpoint}, plus a trainer config
+   * @throws `CheckpointError` naming the file: see {@link loadCheckpoint}, plus a trainer config
    *   that differs in a field of `RESUME_FIELDS`, other batching or data, other trained parameters
-   * @throws {@link ConfigError} when this trainer has already trained
+   * @throws `ConfigError` when this trainer has already trained
    */
   async resume(dir: string): Promise<void> {
     if (this.running || this.completedSteps > 0) {
@@ -254,6 +258,7 @@ export class Trainer {
     if (differences.length > 0) {
       throw new CheckpointError(`${statePath}: the checkpoint belongs to a run with another config: ${differences.join('; ')}`);
     }
+    await checkCheckpointModel(folder, this.model);
     const train = this.data.train;
     const dataNow = { batchSize: train.batchSize, seqLen: train.seqLen, windowCount: train.windowCount };
     if (JSON.stringify(dataNow) !== JSON.stringify({ batchSize: state.data.batchSize, seqLen: state.data.seqLen, windowCount: state.data.windowCount })) {
@@ -313,9 +318,9 @@ export class Trainer {
    * @param dir - the folder; default `config.checkpointDir`
    * @param reason - recorded in `trainer-state.json`. Default `'manual'`
    * @returns the folder written
-   * @throws {@link ConfigError} when no folder is given or configured
+   * @throws `ConfigError` when no folder is given or configured
    * @throws {@link NonFiniteLossError} when a weight is NaN or infinite (nothing is written)
-   * @throws {@link CheckpointError} when writing fails (the previous checkpoint stays)
+   * @throws `CheckpointError` when writing fails (the previous checkpoint stays)
    */
   async saveCheckpoint(dir: string | null = this.config.checkpointDir, reason: CheckpointReason = 'manual'): Promise<string> {
     if (dir === null) throw new ConfigError("Trainer.saveCheckpoint: no folder given and 'checkpointDir' is null");
@@ -339,7 +344,7 @@ export class Trainer {
    * Evaluates the model on the validation batches now.
    *
    * @returns the eval record for the current step (not added to the history; {@link Trainer.run} adds its own)
-   * @throws {@link ConfigError} when there are no validation batches
+   * @throws `ConfigError` when there are no validation batches
    */
   async evaluate(): Promise<EvalRecord> {
     const result = await evaluate(this.model, this.data.validation);
@@ -361,7 +366,7 @@ export class Trainer {
    * @param runStarted - `performance.now()` at the start of the run, for `elapsedMs`
    * @returns the step's record
    * @throws {@link NonFiniteLossError} on a NaN or infinite loss or gradient norm (the update is not applied)
-   * @throws {@link ConfigError} when a batch holds a token id outside the model's vocabulary
+   * @throws `ConfigError` when a batch holds a token id outside the model's vocabulary
    */
   async trainStep(runStarted = performance.now()): Promise<StepRecord> {
     const started = performance.now();
@@ -496,8 +501,8 @@ export class Trainer {
    * @throws {@link NonFiniteLossError} on a NaN or infinite loss, gradient norm or weight; the last
    *   checkpoint on disk is left as it was
    * @throws {@link TensorLeakError} when the live tensor count grows after the warm-up steps
-   * @throws {@link ConfigError} for a bad option, a run already in progress, or an existing `checkpointDir`
-   * @throws {@link CheckpointError} when a checkpoint cannot be written
+   * @throws `ConfigError` for a bad option, a run already in progress, or an existing `checkpointDir`
+   * @throws `CheckpointError` when a checkpoint cannot be written
    */
   async run(options: RunOptions = {}): Promise<TrainResult> {
     const op = 'Trainer.run';
@@ -553,13 +558,19 @@ export class Trainer {
     try {
       metrics = config.metricsPath === null ? null : new MetricsLog(config.metricsPath, startStep > 0 ? startStep : undefined);
       if (config.handleSignals) {
+        let firstSignalAt: number | null = null;
         signalHandler = () => {
-          if (this.stopRequest === 'interrupted') {
-            // Second Ctrl-C: give up on the checkpoint and let the default action end the process.
+          const now = performance.now();
+          if (firstSignalAt !== null) {
+            // One Ctrl-C often arrives twice: the terminal signals the whole process group, and a wrapper
+            // (npm, tsx) relays it to its child too. Both copies are handled after the same step.
+            if (now - firstSignalAt < SIGNAL_REPEAT_MS) return;
+            // A second Ctrl-C: give up on the checkpoint and let the default action end the process.
             if (signalHandler) process.removeListener('SIGINT', signalHandler);
             process.kill(process.pid, 'SIGINT');
             return;
           }
+          firstSignalAt = now;
           this.stopRequest = 'interrupted';
           progress.message('SIGINT: finishing the current step, then writing a checkpoint (Ctrl-C again to quit at once)');
         };

@@ -82,6 +82,8 @@ interface MatMulCase {
 
 const CASES: readonly MatMulCase[] = [
   { name: '2-D', a: [5, 7], b: [7, 4] },
+  // TN and TT are computed as (op(B)ᵀ·op(A)ᵀ)ᵀ here: fewer elements to transpose
+  { name: '2-D, tall and narrow output', a: [9, 6], b: [6, 2] },
   { name: 'batch 1', a: [1, 5, 7], b: [1, 7, 4] },
   { name: 'batch 3', a: [3, 5, 7], b: [3, 7, 4] },
   { name: 'batch 3 times a shared 2-D b', a: [3, 5, 7], b: [7, 4] },

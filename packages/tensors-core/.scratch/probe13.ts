@@ -1,0 +1,18 @@
+import * as tf from '@tensorflow/tfjs';
+import { initBackend, randomNormal, SeededRandom } from '../src/index.js';
+await initBackend({ backend: 'wasm' });
+const rng = new SeededRandom(1);
+const n = 256, D = 256, F = 1024;
+const time = (name: string, f: () => tf.Tensor, flops: number) => { for (let i = 0; i < 3; i++) { const r = f(); r.dataSync(); r.dispose(); } const s: number[] = []; for (let i = 0; i < 15; i++) { const t0 = performance.now(); const r = f(); r.dataSync(); r.dispose(); s.push(performance.now() - t0); } s.sort((a, b) => a - b); console.log(name.padEnd(40), s[7]!.toFixed(2), 'ms', (flops / s[7]! / 1e6).toFixed(1), 'GFLOP/s'); };
+const rows = randomNormal([n, D], rng), w = randomNormal([D, F], rng), wd = randomNormal([F, D], rng), g = randomNormal([n, F], rng), dy = randomNormal([n, D], rng);
+const fl = 2 * n * D * F;
+time('rows·Wg [256,256]x[256,1024] cached', () => tf.matMul(rows, w), fl);
+time('rows·Wg fresh b (clone)', () => tf.tidy(() => tf.matMul(rows, tf.clone(w))), fl);
+time('h·Wd [256,1024]x[1024,256] cached', () => tf.matMul(g, wd), fl);
+time('dy·Wdᵀ (NT) [256,256]x[1024,256]ᵀ', () => tf.matMul(dy, wd, false, true), fl);
+time('hᵀ·dy (TN) [256,1024]ᵀx[256,256]', () => tf.matMul(g, dy, true, false), fl);
+time('rowsᵀ·dG (TN) [256,256]ᵀx[256,1024]', () => tf.matMul(rows, g, true, false), fl);
+time('dG·Wgᵀ (NT) [256,1024]x[256,1024]ᵀ', () => tf.matMul(g, w, false, true), fl);
+const big = randomNormal([1024, 256], rng);
+time('[1024,256]x[256,1024] cached', () => tf.matMul(big, w), 4 * fl);
+time('[1024,256]x[256,1024] fresh b', () => tf.tidy(() => tf.matMul(big, tf.clone(w))), 4 * fl);
