@@ -189,7 +189,6 @@ export function activeKernelFixes(backend: string): string[] {
 export function registerKernelFixes(backend: string): string[] {
   const name = checkBackendName('registerKernelFixes', backend);
   for (const fix of FIXES) {
-    if ((process.env.MOEPP_DISABLE_FIX ?? '').split(',').includes(fix.name)) continue;
     if (fix.gradient) installGradient(fix.name, fix.gradient);
     const kernelFunc = fix.kernelFuncs?.[name];
     if (kernelFunc) installKernel(fix.name, fix.kernelName, name, kernelFunc);
