@@ -56,6 +56,9 @@ function addRunOptions(command: Command): Command {
     .option('--min-lr <x>', 'final learning rate', number('--min-lr'))
     .option('--warmup <n>', 'warm-up steps', integer('--warmup'))
     .option('--eval-every <n>', 'evaluate every n steps', integer('--eval-every'))
+    .option('--validation-windows <n>', 'held-out windows evaluated', integer('--validation-windows'))
+    .option('--aux-loss-weight <x>', 'beta, the weight of the load-balance loss', number('--aux-loss-weight'))
+    .option('--z-loss-weight <x>', 'weight of the router z-loss', number('--z-loss-weight'))
     .option('--checkpoint-every <n>', 'checkpoint every n steps', integer('--checkpoint-every'))
     .option('--tau <x>', 'tau of the heterogeneous load-balance loss (MoE++)', number('--tau'))
     .option('--no-gating-residual', 'turn gating residuals off (MoE++)')
@@ -77,6 +80,9 @@ interface RunFlags {
   minLr?: number;
   warmup?: number;
   evalEvery?: number;
+  validationWindows?: number;
+  auxLossWeight?: number;
+  zLossWeight?: number;
   checkpointEvery?: number;
   tau?: number;
   gatingResidual?: boolean;
@@ -113,6 +119,9 @@ export function configFromFlags(flags: RunFlags, extra: Record<string, unknown> 
     minLearningRate: flags.minLr,
     warmupSteps: flags.warmup,
     evalEvery: flags.evalEvery,
+    validationWindows: flags.validationWindows,
+    auxLossWeight: flags.auxLossWeight,
+    zLossWeight: flags.zLossWeight,
     checkpointEvery: flags.checkpointEvery,
     seed: flags.seed,
     backend: flags.backend,
