@@ -1,13 +1,21 @@
 /**
- * The benchmark harness: every benchmark of the kit (kernels now; MoE layers, routers and end-to-end
- * training later) is a {@link BenchmarkDefinition} run by {@link runBenchmark}.
+ * The benchmark harness: every benchmark of the kit (kernels, MoE vs MoE++ layers, routers, end-to-end
+ * training) is a {@link BenchmarkDefinition} run by {@link runBenchmark}.
  *
  * For each configuration (a backend, with or without the kit's kernel fixes) and each case, the
  * harness prepares the inputs, runs the case a few times to warm up, then times repetitions. The
  * clock stops only after the results are read back (`await tensor.data()`), so lazy or asynchronous
- * backends cannot flatter a case. It records median, min, max and spread, and the environment
- * (date, Node and tfjs versions, backend, kernel fixes, CPU model, cores, memory), then writes
+ * backends cannot flatter a case. Each run records wall time and the process's CPU time (user +
+ * system): on a machine shared with other jobs the CPU time is the steadier of the two. It records
+ * median, min, max and spread, and the environment (date, Node and tfjs versions, backend, kernel
+ * fixes, CPU model, cores, memory, load average at the start and the end), then writes
  * `<outDir>/<name>.json` (atomically: temp file, then rename) and a markdown table `<outDir>/<name>.md`.
+ *
+ * Cases that are compared with each other (an MoE layer and its MoE++ variants) can share a `group`;
+ * with `interleave`, the harness prepares a group's cases together and times them round-robin
+ * (case A, B, C, then A, B, C, ...), so a change in the machine's load hits every case alike.
+ * A benchmark may also hold resources across cases (`setup`, e.g. trained routers), and add its own
+ * analysis to the JSON and the markdown (`summarize`).
  *
  * A case that throws on a configuration (stock wasm has no `UnsortedSegmentSum`) is recorded as
  * `throws: <message>`, not fatal. Timing belongs here, never in tests.
@@ -69,6 +77,10 @@ export interface TimingStats {
   readonly meanMs: number;
   /** `(max - min) / median`, in percent: how much to trust the median. */
   readonly spreadPercent: number;
+  /** The process's CPU time (user + system) of every timed run, in order; absent when not measured. */
+  readonly cpuSamplesMs?: readonly number[];
+  /** Median of {@link TimingStats.cpuSamplesMs}. */
+  readonly cpuMedianMs?: number;
 }
 
 /** What a prepared case runs. Inputs live on the configuration's backend until `dispose`. */
@@ -80,6 +92,13 @@ export interface PreparedCase {
   run(): tf.Tensor | tf.Tensor[] | Promise<tf.Tensor | tf.Tensor[]>;
   /** Frees the inputs made by `prepare`. */
   dispose(): void;
+  /**
+   * Measurements the case collected during its runs (e.g. the layer's own expert-forward time), copied
+   * into the result's `info`. Called after the timed runs, before `dispose`.
+   *
+   * @param stats - the timing of the timed runs (the last `stats.repetitions` runs were timed)
+   */
+  info?(stats: TimingStats): Readonly<Record<string, unknown>>;
 }
 
 /** A measured peer (e.g. PyTorch on the same machine) to print the ratio to, in the markdown. */
@@ -109,6 +128,32 @@ export interface BenchmarkCase {
   prepare(configuration: Configuration): PreparedCase;
   /** A peer's time for the same work, if one was measured. */
   readonly reference?: ReferenceTime;
+  /**
+   * Cases with the same group are compared with each other; with {@link BenchmarkDefinition.interleave}
+   * they are timed round-robin. Default: the case's own name (a group of one).
+   */
+  readonly group?: string;
+}
+
+/** Options handed to {@link BenchmarkDefinition.setup}. */
+export interface SetupOptions {
+  /** `--quick`. */
+  readonly quick: boolean;
+  /** Progress lines. */
+  readonly log: (line: string) => void;
+}
+
+/** Resources a benchmark holds on one configuration while its cases run (see {@link BenchmarkDefinition.setup}). */
+export interface BenchmarkSession {
+  /**
+   * Called after every case of the configuration ran, while the resources still exist (e.g. to profile).
+   *
+   * @param results - this configuration's case results
+   * @returns data stored in the JSON under `sessions[configuration id]`
+   */
+  afterCases?(results: readonly CaseResult[]): Promise<Readonly<Record<string, unknown>>> | Readonly<Record<string, unknown>>;
+  /** Frees the resources. */
+  dispose(): void;
 }
 
 /** A benchmark: cases run on each configuration. */
@@ -124,6 +169,26 @@ export interface BenchmarkDefinition {
   readonly timing: (configuration: Configuration, quick: boolean) => TimingPlan | string;
   /** Speed-up column: `baseline` time / `candidate` time, by configuration id. */
   readonly speedup?: { readonly baseline: string; readonly candidate: string };
+  /** Time the cases of a group round-robin (see {@link BenchmarkCase.group}). Default false. */
+  readonly interleave?: boolean;
+  /**
+   * Builds resources shared by the cases on one configuration (after the backend is set up, before the
+   * first case); they are freed after the last case. Tensors made here are not counted as leaks.
+   */
+  readonly setup?: (configuration: Configuration, options: SetupOptions) => Promise<BenchmarkSession> | BenchmarkSession;
+  /**
+   * The benchmark's own analysis of a finished run (e.g. speed-ups between cases), stored in the JSON
+   * under `summary` and appended to the markdown.
+   */
+  readonly summarize?: (result: BenchmarkResult) => BenchmarkSummary;
+}
+
+/** What {@link BenchmarkDefinition.summarize} returns. */
+export interface BenchmarkSummary {
+  /** Stored in the JSON under `summary`. */
+  readonly data: Readonly<Record<string, unknown>>;
+  /** Markdown appended after the table of cases. */
+  readonly markdown: string;
 }
 
 /** The machine and software a benchmark ran on. */
@@ -142,6 +207,8 @@ export interface EnvironmentRecord {
   /** `os.cpus().length`. */
   readonly cores: number;
   readonly totalMemoryBytes: number;
+  /** `os.loadavg()` when the run started: 1, 5 and 15 minute load averages (other jobs on the machine). */
+  readonly loadAverage: readonly number[];
 }
 
 /** A configuration as it was set up for the run. */
@@ -168,6 +235,8 @@ export interface CaseResult {
    * keeps the tensors it saved for the backward pass, and they are counted here.
    */
   readonly leakedTensors?: number;
+  /** What the case reported about its runs (see {@link PreparedCase.info}). */
+  readonly info?: Readonly<Record<string, unknown>>;
 }
 
 /** The speed-up of one configuration over another on one case. */
@@ -198,6 +267,12 @@ export interface BenchmarkResult {
   }>;
   readonly results: readonly CaseResult[];
   readonly speedups: readonly SpeedupRecord[];
+  /** What each configuration's {@link BenchmarkSession.afterCases} returned, by configuration id. */
+  readonly sessions?: Readonly<Record<string, Readonly<Record<string, unknown>>>>;
+  /** The benchmark's own analysis (see {@link BenchmarkDefinition.summarize}). */
+  readonly summary?: Readonly<Record<string, unknown>>;
+  /** `os.loadavg()` when the run ended. */
+  readonly loadAverageEnd?: readonly number[];
   /** Wall time of the whole run, in seconds. */
   readonly durationSeconds: number;
 }
@@ -227,6 +302,7 @@ export function environmentRecord(): EnvironmentRecord {
     cpuModel: cpus[0]?.model.trim() ?? 'unknown',
     cores: cpus.length,
     totalMemoryBytes: os.totalmem(),
+    loadAverage: os.loadavg().map((value) => Math.round(value * 100) / 100),
   };
 }
 
@@ -259,11 +335,15 @@ export function median(samples: readonly number[]): number {
  *
  * @param samplesMs - the timed runs, in ms (at least one)
  * @param warmup - the number of untimed runs before them
+ * @param cpuSamplesMs - the process's CPU time of the same runs, in ms (optional; same length)
  * @returns the statistics
- * @throws Error if there are no samples
+ * @throws Error if there are no samples, or CPU samples of another length
  */
-export function summarise(samplesMs: readonly number[], warmup: number): TimingStats {
+export function summarise(samplesMs: readonly number[], warmup: number, cpuSamplesMs?: readonly number[]): TimingStats {
   if (samplesMs.length === 0) throw new Error('summarise: argument samplesMs must hold at least one run, got none');
+  if (cpuSamplesMs !== undefined && cpuSamplesMs.length !== samplesMs.length) {
+    throw new Error(`summarise: argument cpuSamplesMs must hold ${samplesMs.length} runs like samplesMs, got ${cpuSamplesMs.length}`);
+  }
   const medianMs = median(samplesMs);
   const minMs = Math.min(...samplesMs);
   const maxMs = Math.max(...samplesMs);
@@ -276,20 +356,53 @@ export function summarise(samplesMs: readonly number[], warmup: number): TimingS
     maxMs,
     meanMs: samplesMs.reduce((a, b) => a + b, 0) / samplesMs.length,
     spreadPercent: medianMs > 0 ? ((maxMs - minMs) / medianMs) * 100 : 0,
+    ...(cpuSamplesMs !== undefined ? { cpuSamplesMs: [...cpuSamplesMs], cpuMedianMs: median(cpuSamplesMs) } : {}),
   };
 }
 
-async function runOnce(run: PreparedCase['run']): Promise<number> {
+/** Wall and CPU time of one run, in ms. */
+interface RunTime {
+  readonly wallMs: number;
+  readonly cpuMs: number;
+}
+
+async function runOnce(run: PreparedCase['run']): Promise<RunTime> {
+  const cpuStart = process.cpuUsage();
   const start = performance.now();
   const output = await run();
   const tensors = Array.isArray(output) ? output : [output];
   try {
     // Read every result back before stopping the clock.
     await Promise.all(tensors.map((t) => t.data()));
-    return performance.now() - start;
+    const wallMs = performance.now() - start;
+    const cpu = process.cpuUsage(cpuStart);
+    return { wallMs, cpuMs: (cpu.user + cpu.system) / 1000 };
   } finally {
     tf.dispose(tensors);
   }
+}
+
+interface ResolvedPlan {
+  readonly warmup: number;
+  readonly minRepetitions: number;
+  readonly maxRepetitions: number;
+  readonly budgetMs: number;
+}
+
+function resolvePlan(plan: TimingPlan): ResolvedPlan {
+  const minRepetitions = Math.max(1, plan.minRepetitions ?? 3);
+  return {
+    warmup: plan.warmup ?? 1,
+    minRepetitions,
+    maxRepetitions: Math.max(minRepetitions, plan.maxRepetitions ?? 20),
+    budgetMs: plan.budgetMs ?? 3000,
+  };
+}
+
+/** Timed runs that fit the budget, given the wall time of one run (0 = unknown: the minimum). */
+function repetitionsFor(plan: ResolvedPlan, runMs: number): number {
+  const fitting = plan.warmup > 0 && runMs > 0 ? Math.floor(plan.budgetMs / runMs) : plan.minRepetitions;
+  return Math.min(plan.maxRepetitions, Math.max(plan.minRepetitions, fitting));
 }
 
 /**
@@ -297,21 +410,66 @@ async function runOnce(run: PreparedCase['run']): Promise<number> {
  *
  * @param prepared - the case to run
  * @param plan - warm-up, repetitions and time budget
- * @returns the statistics
+ * @returns the statistics (wall and CPU time)
  * @throws whatever the case throws
  */
 export async function timeCase(prepared: PreparedCase, plan: TimingPlan): Promise<TimingStats> {
-  const warmup = plan.warmup ?? 1;
-  const minRepetitions = Math.max(1, plan.minRepetitions ?? 3);
-  const maxRepetitions = Math.max(minRepetitions, plan.maxRepetitions ?? 20);
-  const budgetMs = plan.budgetMs ?? 3000;
+  const resolved = resolvePlan(plan);
   let lastMs = 0;
-  for (let i = 0; i < warmup; i++) lastMs = await runOnce(() => prepared.run());
-  const fitting = warmup > 0 && lastMs > 0 ? Math.floor(budgetMs / lastMs) : minRepetitions;
-  const repetitions = Math.min(maxRepetitions, Math.max(minRepetitions, fitting));
-  const samples: number[] = [];
-  for (let i = 0; i < repetitions; i++) samples.push(await runOnce(() => prepared.run()));
-  return summarise(samples, warmup);
+  for (let i = 0; i < resolved.warmup; i++) lastMs = (await runOnce(() => prepared.run())).wallMs;
+  const repetitions = repetitionsFor(resolved, lastMs);
+  const wall: number[] = [];
+  const cpu: number[] = [];
+  for (let i = 0; i < repetitions; i++) {
+    const time = await runOnce(() => prepared.run());
+    wall.push(time.wallMs);
+    cpu.push(time.cpuMs);
+  }
+  return summarise(wall, resolved.warmup, cpu);
+}
+
+/**
+ * Times prepared cases round-robin: each warm-up round runs every case once, then each timed round
+ * runs every case once, starting one case later each round (so no case always runs first). The number
+ * of rounds fits the budget to the sum of the cases' last warm-up times.
+ *
+ * @param prepared - the cases to run, in order
+ * @param plan - warm-up, repetitions and time budget, shared by the group
+ * @returns per case, its statistics or the error it threw (a case that throws leaves the rotation)
+ */
+export async function timeInterleaved(
+  prepared: readonly PreparedCase[],
+  plan: TimingPlan,
+): Promise<Array<{ stats: TimingStats } | { error: unknown }>> {
+  const resolved = resolvePlan(plan);
+  const errors = new Map<number, unknown>();
+  const wall: number[][] = prepared.map(() => []);
+  const cpu: number[][] = prepared.map(() => []);
+  const lastMs: number[] = prepared.map(() => 0);
+  const runCase = async (index: number, timed: boolean): Promise<void> => {
+    if (errors.has(index)) return;
+    try {
+      const time = await runOnce(() => (prepared[index] as PreparedCase).run());
+      lastMs[index] = time.wallMs;
+      if (timed) {
+        (wall[index] as number[]).push(time.wallMs);
+        (cpu[index] as number[]).push(time.cpuMs);
+      }
+    } catch (error) {
+      errors.set(index, error);
+    }
+  };
+  for (let round = 0; round < resolved.warmup; round++) {
+    for (let index = 0; index < prepared.length; index++) await runCase(index, false);
+  }
+  const roundMs = lastMs.reduce((sum, ms, index) => sum + (errors.has(index) ? 0 : ms), 0);
+  const repetitions = repetitionsFor(resolved, roundMs);
+  for (let round = 0; round < repetitions; round++) {
+    for (let offset = 0; offset < prepared.length; offset++) await runCase((round + offset) % prepared.length, true);
+  }
+  return prepared.map((_, index) =>
+    errors.has(index) ? { error: errors.get(index) } : { stats: summarise(wall[index] as number[], resolved.warmup, cpu[index] as number[]) },
+  );
 }
 
 function errorMessage(error: unknown): string {
@@ -327,13 +485,59 @@ export function formatMs(ms: number): string {
   return `${ms.toFixed(2)} ms`;
 }
 
+/** The cases in groups, in order of each group's first case (see {@link BenchmarkCase.group}). */
+function groupCases(cases: readonly BenchmarkCase[], interleave: boolean): BenchmarkCase[][] {
+  if (!interleave) return cases.map((c) => [c]);
+  const groups = new Map<string, BenchmarkCase[]>();
+  for (const c of cases) {
+    const key = c.group ?? c.name;
+    const list = groups.get(key) ?? [];
+    list.push(c);
+    groups.set(key, list);
+  }
+  return [...groups.values()];
+}
+
+function okResult(
+  benchmarkCase: BenchmarkCase,
+  configuration: Configuration,
+  stats: TimingStats,
+  leakedTensors: number,
+  info: Readonly<Record<string, unknown>> | undefined,
+): CaseResult {
+  const gflopsPerSecond =
+    benchmarkCase.flops !== undefined && stats.medianMs > 0 ? benchmarkCase.flops / (stats.medianMs * 1e6) : undefined;
+  return {
+    case: benchmarkCase.name,
+    configuration: configuration.id,
+    status: 'ok',
+    stats,
+    ...(gflopsPerSecond !== undefined ? { gflopsPerSecond } : {}),
+    leakedTensors,
+    ...(info !== undefined ? { info } : {}),
+  };
+}
+
+function okLine(result: CaseResult): string {
+  const stats = result.stats as TimingStats;
+  return (
+    `  ${result.case}: ${formatMs(stats.medianMs)} median of ${stats.repetitions} ` +
+    `(${formatMs(stats.minMs)}–${formatMs(stats.maxMs)}` +
+    (stats.cpuMedianMs !== undefined ? `; cpu ${formatMs(stats.cpuMedianMs)}` : '') +
+    ')' +
+    (result.gflopsPerSecond !== undefined ? `, ${result.gflopsPerSecond.toFixed(2)} GFLOP/s` : '') +
+    (result.leakedTensors ? `, ${result.leakedTensors} tensors leaked` : '')
+  );
+}
+
 /**
  * Runs a benchmark on every configuration and writes `<outDir>/<name>.json` and `<outDir>/<name>.md`.
  *
  * @param definition - the benchmark
  * @param options - where to write, quick mode, logging
  * @returns the result and the paths written
- * @throws Error if the results cannot be written; a case that throws is recorded, not rethrown
+ * @throws Error if the results cannot be written, or from the benchmark's `setup`; a case that throws
+ *   is recorded, not rethrown
  */
 export async function runBenchmark(
   definition: BenchmarkDefinition,
@@ -346,58 +550,32 @@ export async function runBenchmark(
   const previousBackend = tf.getBackend();
   const configurations: ConfigurationRecord[] = [];
   const results: CaseResult[] = [];
-  log(`# ${definition.name}${quick ? ' (quick)' : ''}: ${environment.cpuModel}, ${environment.cores} cores, node ${environment.node}, tfjs ${environment.tfjs}`);
+  const sessions: Record<string, Readonly<Record<string, unknown>>> = {};
+  log(
+    `# ${definition.name}${quick ? ' (quick)' : ''}: ${environment.cpuModel}, ${environment.cores} cores, node ${environment.node}, ` +
+      `tfjs ${environment.tfjs}, load average ${environment.loadAverage.join(' ')}`,
+  );
 
   for (const configuration of definition.configurations) {
     const record = await useConfiguration(configuration);
     configurations.push(record);
     log(`## ${configuration.label}: backend '${record.activeBackend}', kernel fixes: ${record.activeKernelFixes.join(', ') || 'none'}`);
-    for (const benchmarkCase of definition.cases) {
-      const plan = (benchmarkCase.timing ?? definition.timing)(configuration, quick);
-      if (typeof plan === 'string') {
-        results.push({ case: benchmarkCase.name, configuration: configuration.id, status: 'skipped', message: plan });
-        log(`  ${benchmarkCase.name}: ${plan}`);
-        continue;
+    const session = definition.setup ? await definition.setup(configuration, { quick, log }) : undefined;
+    const firstResult = results.length;
+    try {
+      for (const group of groupCases(definition.cases, definition.interleave ?? false)) {
+        await runGroup(group, configuration, quick, definition, results, log);
       }
-      const tensorsBefore = tf.memory().numTensors;
-      let prepared: PreparedCase | undefined;
-      try {
-        prepared = benchmarkCase.prepare(configuration);
-        const stats = await timeCase(prepared, plan);
-        prepared.dispose();
-        prepared = undefined;
-        const gflopsPerSecond =
-          benchmarkCase.flops !== undefined && stats.medianMs > 0 ? benchmarkCase.flops / (stats.medianMs * 1e6) : undefined;
-        const leakedTensors = tf.memory().numTensors - tensorsBefore;
-        results.push({
-          case: benchmarkCase.name,
-          configuration: configuration.id,
-          status: 'ok',
-          stats,
-          ...(gflopsPerSecond !== undefined ? { gflopsPerSecond } : {}),
-          leakedTensors,
-        });
-        log(
-          `  ${benchmarkCase.name}: ${formatMs(stats.medianMs)} median of ${stats.repetitions} ` +
-            `(${formatMs(stats.minMs)}–${formatMs(stats.maxMs)})` +
-            (gflopsPerSecond !== undefined ? `, ${gflopsPerSecond.toFixed(2)} GFLOP/s` : '') +
-            (leakedTensors !== 0 ? `, ${leakedTensors} tensors leaked` : ''),
-        );
-      } catch (error) {
-        prepared?.dispose();
-        const message = errorMessage(error);
-        // tfjs keeps the tensors saved for backprop when a gradient computation throws; count them.
-        const leakedTensors = tf.memory().numTensors - tensorsBefore;
-        results.push({ case: benchmarkCase.name, configuration: configuration.id, status: 'throws', message, leakedTensors });
-        log(`  ${benchmarkCase.name}: throws: ${message}${leakedTensors !== 0 ? ` (${leakedTensors} tensors left alive by tfjs)` : ''}`);
-      }
+      if (session?.afterCases) sessions[configuration.id] = await session.afterCases(results.slice(firstResult));
+    } finally {
+      session?.dispose();
     }
   }
   // Leave tfjs as we found it: the previous backend, with the kit's fixes (the kit's default).
   if (previousBackend === 'cpu' || previousBackend === 'wasm') await initBackend({ backend: previousBackend });
 
   const speedups = definition.speedup ? computeSpeedups(definition, results, definition.speedup) : [];
-  const result: BenchmarkResult = {
+  const unsummarised: BenchmarkResult = {
     schema: 1,
     name: definition.name,
     description: definition.description,
@@ -412,15 +590,108 @@ export async function runBenchmark(
     })),
     results,
     speedups,
+    ...(Object.keys(sessions).length > 0 ? { sessions } : {}),
+    loadAverageEnd: os.loadavg().map((value) => Math.round(value * 100) / 100),
     durationSeconds: (performance.now() - started) / 1000,
   };
+  const summary = definition.summarize?.(unsummarised);
+  const result: BenchmarkResult = summary ? { ...unsummarised, summary: summary.data } : unsummarised;
   await mkdir(options.outDir, { recursive: true });
   const jsonPath = path.join(options.outDir, `${definition.name}.json`);
   const markdownPath = path.join(options.outDir, `${definition.name}.md`);
   await writeFileAtomic(jsonPath, `${JSON.stringify(result, null, 2)}\n`);
-  await writeFileAtomic(markdownPath, renderMarkdown(result, definition));
+  const markdown = renderMarkdown(result, definition);
+  await writeFileAtomic(markdownPath, summary ? `${markdown.trimEnd()}\n\n${summary.markdown.trimEnd()}\n` : markdown);
   log(`wrote ${jsonPath} and ${markdownPath} (${result.durationSeconds.toFixed(1)} s)`);
   return { result, jsonPath, markdownPath };
+}
+
+/** Runs one group of cases on a configuration (a single case, or interleaved cases) and records the results. */
+async function runGroup(
+  group: readonly BenchmarkCase[],
+  configuration: Configuration,
+  quick: boolean,
+  definition: BenchmarkDefinition,
+  results: CaseResult[],
+  log: (line: string) => void,
+): Promise<void> {
+  const runnable: Array<{ benchmarkCase: BenchmarkCase; plan: TimingPlan }> = [];
+  for (const benchmarkCase of group) {
+    const plan = (benchmarkCase.timing ?? definition.timing)(configuration, quick);
+    if (typeof plan === 'string') {
+      results.push({ case: benchmarkCase.name, configuration: configuration.id, status: 'skipped', message: plan });
+      log(`  ${benchmarkCase.name}: ${plan}`);
+    } else {
+      runnable.push({ benchmarkCase, plan });
+    }
+  }
+  if (runnable.length === 0) return;
+  const throwsResult = (benchmarkCase: BenchmarkCase, error: unknown, leakedTensors: number): CaseResult => {
+    const message = errorMessage(error);
+    log(`  ${benchmarkCase.name}: throws: ${message}${leakedTensors !== 0 ? ` (${leakedTensors} tensors left alive by tfjs)` : ''}`);
+    return { case: benchmarkCase.name, configuration: configuration.id, status: 'throws', message, leakedTensors };
+  };
+
+  if (runnable.length === 1) {
+    const { benchmarkCase, plan } = runnable[0] as { benchmarkCase: BenchmarkCase; plan: TimingPlan };
+    const tensorsBefore = tf.memory().numTensors;
+    let prepared: PreparedCase | undefined;
+    try {
+      prepared = benchmarkCase.prepare(configuration);
+      const stats = await timeCase(prepared, plan);
+      const info = prepared.info?.(stats);
+      prepared.dispose();
+      prepared = undefined;
+      const result = okResult(benchmarkCase, configuration, stats, tf.memory().numTensors - tensorsBefore, info);
+      results.push(result);
+      log(okLine(result));
+    } catch (error) {
+      prepared?.dispose();
+      // tfjs keeps the tensors saved for backprop when a gradient computation throws; count them.
+      results.push(throwsResult(benchmarkCase, error, tf.memory().numTensors - tensorsBefore));
+    }
+    return;
+  }
+
+  // Interleaved: prepare every case, time them round-robin with the first case's plan, dispose them all.
+  // Leaks can only be counted for the group as a whole; each case's result carries the group's count.
+  const tensorsBefore = tf.memory().numTensors;
+  const prepared: Array<PreparedCase | { error: unknown }> = runnable.map(({ benchmarkCase }) => {
+    try {
+      return benchmarkCase.prepare(configuration);
+    } catch (error) {
+      return { error };
+    }
+  });
+  const isPrepared = (p: PreparedCase | { error: unknown }): p is PreparedCase => !('error' in p);
+  const ready = prepared.flatMap((p, index) => (isPrepared(p) ? [{ index, prepared: p }] : []));
+  const outcomes = ready.length > 0 ? await timeInterleaved(ready.map((r) => r.prepared), (runnable[0] as { plan: TimingPlan }).plan) : [];
+  const infos = ready.map((r, i) => {
+    const outcome = outcomes[i];
+    try {
+      return outcome && 'stats' in outcome ? r.prepared.info?.(outcome.stats) : undefined;
+    } catch (error) {
+      return { infoError: errorMessage(error) };
+    }
+  });
+  for (const r of ready) r.prepared.dispose();
+  const leakedTensors = tf.memory().numTensors - tensorsBefore;
+  runnable.forEach(({ benchmarkCase }, index) => {
+    const preparedCase = prepared[index] as PreparedCase | { error: unknown };
+    if (!isPrepared(preparedCase)) {
+      results.push(throwsResult(benchmarkCase, preparedCase.error, leakedTensors));
+      return;
+    }
+    const position = ready.findIndex((r) => r.index === index);
+    const outcome = outcomes[position];
+    if (outcome === undefined || 'error' in outcome) {
+      results.push(throwsResult(benchmarkCase, outcome?.error ?? new Error('not run'), leakedTensors));
+      return;
+    }
+    const result = okResult(benchmarkCase, configuration, outcome.stats, leakedTensors, infos[position]);
+    results.push(result);
+    log(okLine(result));
+  });
 }
 
 function computeSpeedups(
@@ -480,6 +751,8 @@ export function renderMarkdown(result: BenchmarkResult, definition: Pick<Benchma
     `- date: ${env.date}`,
     `- machine: ${env.cpuModel}, ${env.cores} cores, ${(env.totalMemoryBytes / 2 ** 30).toFixed(1)} GiB, ${env.platform}/${env.arch}`,
     `- software: node ${env.node}, tfjs ${env.tfjs}, tfjs-backend-wasm ${env.tfjsBackendWasm}`,
+    `- load average (1, 5, 15 min; other jobs share the machine): ${(env.loadAverage ?? []).join(', ')} at the start` +
+      (result.loadAverageEnd ? `, ${result.loadAverageEnd.join(', ')} at the end` : ''),
   );
   for (const c of result.configurations) {
     lines.push(`- ${c.label}: backend '${c.activeBackend}', kernel fixes ${c.activeKernelFixes.length > 0 ? c.activeKernelFixes.join(', ') : 'off'}`);

@@ -16,7 +16,7 @@ import { evaluate } from '@moepp/trainers';
  * @param dir - the checkpoint folder
  * @param vocabSize - the model's vocabulary
  * @returns the tokenizer
- * @throws {@link ConfigError} when none is found and the vocabulary is not 256
+ * @throws `ConfigError` when none is found and the vocabulary is not 256
  */
 export function checkpointTokenizer(dir: string, vocabSize: number): Tokenizer {
   for (const candidate of [join(dir, 'tokenizer.json'), join(dir, '..', 'tokenizer.json'), join(dir, '..', '..', 'tokenizer.json')]) {
@@ -66,7 +66,7 @@ export async function generateText(options: GenerateTextOptions): Promise<{ prom
  *
  * @param path - the file
  * @returns the ids
- * @throws {@link ConfigError} naming the file and the first bad entry
+ * @throws `ConfigError` naming the file and the first bad entry
  */
 export function readTokenFile(path: string): Int32Array {
   let json: unknown;
@@ -87,7 +87,7 @@ export function readTokenFile(path: string): Int32Array {
  *
  * @param options - checkpoint, token file, backend
  * @returns `{ loss, perplexity, accuracy, tokens }` (tokens = predicted positions)
- * @throws {@link ConfigError} for fewer than 2 tokens or ids outside the vocabulary
+ * @throws `ConfigError` for fewer than 2 tokens or ids outside the vocabulary
  */
 export async function evaluateTokens(options: { checkpoint: string; tokens: string; backend: BackendChoice; seqLen?: number }): Promise<{ loss: number; perplexity: number; accuracy: number; tokens: number }> {
   await initBackend({ backend: options.backend });

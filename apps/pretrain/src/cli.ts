@@ -1,7 +1,7 @@
 /**
  * `moepp-pretrain`: train dense, MoE and MoE++ language models side by side and compare them.
  *
- *     npm run pretrain                         compare the 'tiny' preset (the default command)
+ *     npm run pretrain                         compare the default (nano) preset
  *     npm run pretrain -- compare --preset smoke
  *     npm run pretrain -- sweep --which tau --preset nano
  *     npm run pretrain -- analyze --preset nano
@@ -100,7 +100,7 @@ interface RunFlags {
  * @param flags - commander's parsed options
  * @param extra - settings the command fixes (e.g. `variants` for `run`)
  * @returns the config, its `out` resolved against the user's working directory
- * @throws {@link ConfigError} naming each invalid field
+ * @throws `ConfigError` naming each invalid field
  */
 export function configFromFlags(flags: RunFlags, extra: Record<string, unknown> = {}): RunConfig {
   const file = flags.config ? readConfigFile(userPath(flags.config)) : {};

@@ -82,10 +82,13 @@ export const runConfigSchema = z
 /** A validated run configuration. */
 export type RunConfig = z.infer<typeof runConfigSchema>;
 
+/** The preset of `npm run pretrain` with no flags: its comparison fits in 10 minutes on 2 CPU cores. */
+export const DEFAULT_PRESET = 'nano';
+
 /** Per-preset defaults chosen so that `compare` fits its time budget on 2 CPU cores. */
 export const PRESET_DEFAULTS: Readonly<Record<RunConfig['preset'], Partial<RunConfig>>> = {
   smoke: { tokenizer: 'bytes', corpus: 'moby-dick', steps: 30, batchSize: 8, seqLen: 64, evalEvery: 15, validationWindows: 16, warmupSteps: 5, learningRate: 3e-3 },
-  nano: { tokenizer: 'bytes', corpus: 'sotu', steps: 200, batchSize: 16, seqLen: 128, evalEvery: 50, validationWindows: 32, warmupSteps: 20, learningRate: 2e-3 },
+  nano: { tokenizer: 'bytes', corpus: 'sotu', steps: 150, batchSize: 16, seqLen: 128, evalEvery: 50, validationWindows: 32, warmupSteps: 15, learningRate: 2e-3 },
   tiny: { tokenizer: 'bytes', corpus: 'sotu', steps: 300, batchSize: 16, seqLen: 128, evalEvery: 100, validationWindows: 32, warmupSteps: 30, learningRate: 1.5e-3 },
   small: { tokenizer: 1024, corpus: 'sotu', steps: 1000, batchSize: 16, seqLen: 256, evalEvery: 200, validationWindows: 64, warmupSteps: 100, learningRate: 1e-3 },
 };
@@ -127,7 +130,7 @@ function formatIssues(error: z.ZodError, source: string): string {
  *
  * @param path - the file
  * @returns the parsed object (not yet validated)
- * @throws {@link ConfigError} naming the file when it is missing or not a JSON object
+ * @throws `ConfigError` naming the file when it is missing or not a JSON object
  */
 export function readConfigFile(path: string): Record<string, unknown> {
   let text: string;
@@ -151,15 +154,15 @@ export function readConfigFile(path: string): Record<string, unknown> {
 /**
  * Resolves a run config: common defaults, then the preset's defaults, then the file, then the flags.
  *
- * @param layers - objects of settings, later ones win; `preset` may come from any of them (default `tiny`)
+ * @param layers - objects of settings, later ones win; `preset` may come from any of them (default {@link DEFAULT_PRESET})
  * @param source - where the settings came from, for error messages
  * @returns the validated config
- * @throws {@link ConfigError} listing every invalid field with what was expected
+ * @throws `ConfigError` listing every invalid field with what was expected
  */
 export function resolveRunConfig(layers: readonly Record<string, unknown>[], source = 'config'): RunConfig {
   const merged: Record<string, unknown> = {};
   for (const layer of layers) for (const [k, v] of Object.entries(layer)) if (v !== undefined) merged[k] = v;
-  const preset = presetSchema.safeParse(merged.preset ?? 'tiny');
+  const preset = presetSchema.safeParse(merged.preset ?? DEFAULT_PRESET);
   if (!preset.success) throw new ConfigError(formatIssues(new z.ZodError(preset.error.issues.map((i) => ({ ...i, path: ['preset'] }))), source));
   const moe = { ...(merged.moe as Record<string, unknown> | undefined) };
   const candidate = {

@@ -111,7 +111,7 @@ export type ModelConfigInput = Omit<
  *
  * @param input - the config; `moe: null` or absent means dense
  * @returns a complete, validated, frozen config
- * @throws {@link ConfigError} naming the field, the expected and the actual value
+ * @throws `ConfigError` naming the field, the expected and the actual value
  */
 export function resolveModelConfig(input: ModelConfigInput): ModelConfig {
   const op = 'ModelConfig';

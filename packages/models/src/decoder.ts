@@ -74,7 +74,7 @@ export class DecoderLM {
   /**
    * @param config - the model config (defaults filled and validated here)
    * @param seed - seeds every initial weight; the same seed gives the same model
-   * @throws {@link ConfigError} for an invalid config
+   * @throws `ConfigError` for an invalid config
    */
   constructor(config: ModelConfigInput | ModelConfig, seed = 0) {
     this.config = resolveModelConfig(config);
@@ -111,7 +111,7 @@ export class DecoderLM {
    * @param tokens - `[B, T]` int32 token ids in `[0, V)`, `T <= maxSeqLen`
    * @param options - training mode, rng, padding mask, benchmark routing
    * @returns logits `[B, T, V]` and, per MoE block, its aux losses, statistics and timing
-   * @throws {@link ShapeError} for a wrong rank or dtype, {@link ConfigError} for T > maxSeqLen
+   * @throws `ShapeError` for a wrong rank or dtype, `ConfigError` for T > maxSeqLen
    */
   forward(tokens: tf.Tensor2D, options: ForwardOptions = {}): LMOutput {
     checkShape('DecoderLM.forward', 'tokens', tokens, [null, null], 'int32');
@@ -227,7 +227,7 @@ function moeLayerTensors(out: MoeBlockReport): tf.Tensor[] {
  * @param config - the config (see {@link ModelConfig}; defaults are filled in)
  * @param seed - seeds the initial weights
  * @returns a new model; dispose it when done
- * @throws {@link ConfigError} for an invalid config
+ * @throws `ConfigError` for an invalid config
  */
 export function createModel(config: ModelConfigInput | ModelConfig, seed = 0): DecoderLM {
   return new DecoderLM(config, seed);

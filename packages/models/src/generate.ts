@@ -44,7 +44,7 @@ export interface GenerateResult {
  * @param prompt - token ids in `[0, V)`, at least one
  * @param options - `maxNewTokens`, `sampling`, `rng` and optional `stopTokens`
  * @returns the prompt plus the new tokens, and the new tokens alone
- * @throws {@link ConfigError} for an empty prompt, a prompt or stop token id that is not an integer in
+ * @throws `ConfigError` for an empty prompt, a prompt or stop token id that is not an integer in
  *   `[0, V)`, a `maxNewTokens` that is not an integer >= 0, a missing rng, or invalid sampling options
  *   (checked before the first step, even when `maxNewTokens` is 0)
  */

@@ -56,7 +56,7 @@ export interface ExpertGrowth<T> {
  * @param before - the old counts
  * @param after - the new counts, each `>=` the old one
  * @returns `indexMap` (old index -> new index, length E) and `newExperts` (ascending)
- * @throws {@link ConfigError} when a count shrinks
+ * @throws `ConfigError` when a count shrinks
  */
 export function expertIndexMap(
   before: ExpertCounts,
@@ -93,7 +93,7 @@ export function expertIndexMap(
  * @param add - experts to add per layer, by kind (absent kinds: 0)
  * @param rng - draws the new weights
  * @returns the grown model, the new experts' indices and the old-to-new index map
- * @throws {@link ConfigError} for a dense model, counts that are not integers >= 0, or nothing to add
+ * @throws `ConfigError` for a dense model, counts that are not integers >= 0, or nothing to add
  */
 export function addExperts(target: DecoderLM, add: Partial<ExpertCounts>, rng: SeededRandom): ExpertGrowth<DecoderLM>;
 /**
@@ -104,7 +104,7 @@ export function addExperts(target: DecoderLM, add: Partial<ExpertCounts>, rng: S
  * @param add - experts to add, by kind (absent kinds: 0)
  * @param rng - draws the new weights
  * @returns the grown layer, the new experts' indices and the old-to-new index map
- * @throws {@link ConfigError} for counts that are not integers >= 0, or nothing to add
+ * @throws `ConfigError` for counts that are not integers >= 0, or nothing to add
  */
 export function addExperts(target: MoeLayer, add: Partial<ExpertCounts>, rng: SeededRandom): ExpertGrowth<MoeLayer>;
 export function addExperts(
@@ -279,7 +279,7 @@ const EXPERT_NAME = /\.mlp\.moe\.experts\.experts\.(\d+)\./;
  * @param model - the model
  * @param spec - which groups to train (see {@link TrainableSpec}; unnamed groups are frozen)
  * @returns the selected variables, in {@link DecoderLM.parameters} order
- * @throws {@link ConfigError} for expert indices outside `[0, E)` or that are not integers, or when the
+ * @throws `ConfigError` for expert indices outside `[0, E)` or that are not integers, or when the
  *   spec selects no variable at all
  */
 export function selectTrainable(model: DecoderLM, spec: TrainableSpec): tf.Variable[] {

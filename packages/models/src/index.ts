@@ -6,7 +6,8 @@
  *   threading router logits from one MoE++ layer to the next;
  * - {@link presetConfig}: matched dense / MoE / MoE++ presets; {@link countModelParameters},
  *   {@link countModelFlops}: exact accounting;
- * - checkpoints in the official MoE++ Hugging Face layout (safetensors), sampling.
+ * - checkpoints in the official MoE++ Hugging Face layout (safetensors) and the crash-safe writes they
+ *   use ({@link replaceFolderAtomically}), sampling.
  *
  * Shape legend: `B` batch, `T` sequence, `N = B·T` tokens, `D` model width, `F` FFN width,
  * `E` experts, `K` experts per token, `V` vocabulary.
@@ -87,8 +88,23 @@ export {
 } from './layers-adapter.js';
 export {
   CHECKPOINT_FORMAT_VERSION,
+  assignModelWeights,
   exportCheckpoint,
+  fromTorchLayout,
   importCheckpoint,
+  matchModelWeights,
+  modelToSafetensors,
+  toTorchLayout,
+  torchShape,
   type ExportCheckpointOptions,
+  type MatchModelWeightsOptions,
+  type ModelWeight,
 } from './io/hf-checkpoint.js';
+export {
+  previousFolderPath,
+  replaceFolderAtomically,
+  syncDirectory,
+  writeFileAtomically,
+  writeFileSynced,
+} from './io/atomic.js';
 export { generate, type GenerateOptions, type GenerateResult } from './generate.js';

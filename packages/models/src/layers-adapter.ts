@@ -140,7 +140,7 @@ export class MoeppLayer extends tf.layers.Layer {
 
   /**
    * @param args - tfjs layer arguments and the MoE settings (see {@link MoeppLayerOptions})
-   * @throws {@link ConfigError} for invalid settings (naming the field, the expected and the actual value)
+   * @throws `ConfigError` for invalid settings (naming the field, the expected and the actual value)
    */
   constructor(args: MoeppLayerArgs) {
     super(args);
@@ -165,7 +165,7 @@ export class MoeppLayer extends tf.layers.Layer {
    * Creates the MoeLayer for `D = inputShape[-1]` and registers its variables as this layer's weights.
    *
    * @param inputShape - `[B, D]` or `[B, T, D]` (B and T may be null)
-   * @throws {@link ShapeError} for another rank or an unknown D
+   * @throws `ShapeError` for another rank or an unknown D
    */
   override build(inputShape: tf.Shape | tf.Shape[]): void {
     const shape = (Array.isArray(inputShape[0]) ? inputShape[0] : inputShape) as tf.Shape;
@@ -196,7 +196,7 @@ export class MoeppLayer extends tf.layers.Layer {
    * @param inputs - `[B, D]` or `[B, T, D]` float32 (or a one-element list of it)
    * @param kwargs - `training: true` during `fit` (records the aux loss)
    * @returns the input's shape, float32
-   * @throws {@link ShapeError} when the last axis is not D
+   * @throws `ShapeError` when the last axis is not D
    */
   override call(inputs: tf.Tensor | tf.Tensor[], kwargs: Kwargs): tf.Tensor {
     const x = Array.isArray(inputs) ? inputs[0] : inputs;

@@ -85,7 +85,7 @@ export class MoeLayer {
   /**
    * @param config - widths and MoE settings
    * @param rng - draws the initial weights of the router and the experts
-   * @throws {@link ConfigError} for invalid settings
+   * @throws `ConfigError` for invalid settings
    */
   constructor(config: MoeLayerConfig, rng: SeededRandom) {
     this.config = config;
@@ -135,7 +135,7 @@ export class MoeLayer {
    * @param x - `[N, D]` float32 token states (already normalised)
    * @param options - gating residual input, training mode, padding mask, benchmark routing
    * @returns the output and everything the router reported, see {@link MoeLayerOutput}
-   * @throws {@link ShapeError} when x is not `[N, D]` or previousLogits not `[N, E]`
+   * @throws `ShapeError` when x is not `[N, D]` or previousLogits not `[N, E]`
    */
   forward(x: tf.Tensor2D, options: MoeForwardOptions = {}): MoeLayerOutput {
     checkShape('MoeLayer.forward', 'x', x, [null, this.config.hiddenSize]);

@@ -60,7 +60,7 @@ export interface PresetOptions {
  * @param variant - `dense`, `moe` or `moepp`
  * @param options - the vocabulary size and MoE overrides (ignored for `dense`)
  * @returns a validated config
- * @throws {@link ConfigError} for an unknown size or variant
+ * @throws `ConfigError` for an unknown size or variant
  */
 export function presetConfig(size: PresetSize, variant: PresetVariant, options: PresetOptions): ModelConfig {
   const shape = SHAPES[size];

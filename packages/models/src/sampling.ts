@@ -53,8 +53,8 @@ type Weights = { readonly greedyIndex: number } | { readonly weights: Float64Arr
  * @param rng - the generator to draw from; `'sample'` takes exactly one `rng.next()`, `'greedy'` none,
  *   so a seeded generate loop is reproducible
  * @returns the token index, in [0, V)
- * @throws {@link ShapeError} for empty logits
- * @throws {@link ConfigError} naming the field for a bad option (temperature <= 0, topK outside [1, V],
+ * @throws `ShapeError` for empty logits
+ * @throws `ConfigError` naming the field for a bad option (temperature <= 0, topK outside [1, V],
  *   topP outside (0, 1], an unknown strategy, or sampling fields given with `'greedy'`), for a NaN or
  *   +Infinity logit, or when every logit is -Infinity
  */
@@ -84,8 +84,8 @@ export function sampleToken(logits: Float32Array, options: SamplingOptions, rng:
  * @param logits - `float32 [V]`
  * @param options - as for {@link sampleToken}
  * @returns `float64 [V]`, non-negative, summing to 1
- * @throws {@link ShapeError} for empty logits
- * @throws {@link ConfigError} as {@link sampleToken} does
+ * @throws `ShapeError` for empty logits
+ * @throws `ConfigError` as {@link sampleToken} does
  */
 export function samplingProbabilities(logits: Float32Array, options: SamplingOptions): Float64Array {
   const result = filteredWeights('samplingProbabilities', logits, options);

@@ -49,7 +49,7 @@ export type UpcycleSettings = Omit<NonNullable<ModelConfigInput['moe']>, 'expert
  * @param moe - the MoE settings of the new model (counts, top-k, gate switches, tau, …)
  * @param seed - seeds the fresh router and zero-computation-expert weights
  * @returns a new model with the dense model's config plus `moe`
- * @throws {@link ConfigError} when `dense` already has MoE layers, when `moe.intermediateSize` differs
+ * @throws `ConfigError` when `dense` already has MoE layers, when `moe.intermediateSize` differs
  *   from the dense MLP width, or for invalid MoE settings
  */
 export function upcycle(dense: DecoderLM, moe: UpcycleSettings, seed = 0): DecoderLM {
@@ -102,7 +102,7 @@ export function upcycle(dense: DecoderLM, moe: UpcycleSettings, seed = 0): Decod
  * @param target - the parameters to write
  * @param include - which target names to fill
  * @param op - the caller's name, for errors
- * @throws {@link ConfigError} when an included target name is missing from the source or has another shape
+ * @throws `ConfigError` when an included target name is missing from the source or has another shape
  */
 export function copyParameters(
   source: readonly NamedParameter[],

@@ -1,5 +1,7 @@
+import { availableParallelism } from 'node:os';
 import * as tf from '@tensorflow/tfjs';
 import { afterAll, describe, expect, it } from 'vitest';
+import { accelerationDisabledByEnvironment, accelerationStatus, activeAccel } from './accel.js';
 import { initBackend } from './backend.js';
 import { ConfigError } from './errors.js';
 import { activeKernelFixes, KERNEL_FIXES } from './kernels/index.js';
@@ -23,8 +25,37 @@ describe('initBackend', () => {
     expect(report.tensorflowPackage).toBeUndefined();
     expect(report.kernelFixes).toEqual(fixesFor('wasm'));
     expect(report.kernelFixes).toContain('wasm-batch-matmul');
-    expect(report.summary).toBe(`tfjs ${tf.version_core} on 'wasm', kernel fixes: ${fixesFor('wasm').join(', ')}`);
+    expect(report.summary.startsWith(`tfjs ${tf.version_core} on 'wasm', kernel fixes: ${fixesFor('wasm').join(', ')}; native acceleration`)).toBe(true);
     expect(tf.getKernel(tf.BatchMatMul, 'wasm').kernelFunc).toBe(wasmBatchMatMul);
+  });
+
+  it('wasm: reports native acceleration, on or off with the reason and how to enable it', async () => {
+    const report = await initBackend({ backend: 'wasm' });
+    expect(report.acceleration).toEqual(accelerationStatus());
+    expect(report.acceleration.active).toBe(activeAccel() !== null);
+    if (report.acceleration.active) {
+      expect(report.acceleration.threads).toBeGreaterThanOrEqual(1);
+      expect(report.acceleration.library).toMatch(/openblas/i);
+      expect(report.summary).toContain(`; native acceleration: OpenBLAS sgemm on the wasm heap, ${report.acceleration.threads} thread`);
+    } else {
+      expect(report.acceleration.reason.length).toBeGreaterThan(10);
+      expect(report.summary).toContain(`; native acceleration off: ${report.acceleration.reason}`);
+      if (accelerationDisabledByEnvironment()) expect(report.acceleration.reason).toMatch(/^disabled by MOEPP_ACCEL=/);
+      // every other reason says how to turn it on
+      else expect(report.acceleration.reason).toMatch(/apt-get install|build:native|Linux only/);
+    }
+  });
+
+  it('wasm: acceleration false and blasThreads switch it off and set the thread count', async () => {
+    const off = await initBackend({ backend: 'wasm', acceleration: false });
+    expect(off.acceleration).toEqual({ active: false, reason: accelerationDisabledByEnvironment() ? expect.stringMatching(/MOEPP_ACCEL/) : 'disabled by the acceleration option' });
+    expect(activeAccel()).toBeNull();
+    const one = await initBackend({ backend: 'wasm', blasThreads: 1 });
+    if (one.acceleration.active) expect(one.acceleration.threads).toBe(1);
+    const again = await initBackend({ backend: 'wasm' });
+    if (again.acceleration.active) expect(again.acceleration.threads).toBe(Math.min(2, availableParallelism()));
+    await expect(initBackend({ backend: 'wasm', blasThreads: 0 })).rejects.toThrow(/threads/);
+    await expect(initBackend({ backend: 'wasm', blasThreads: 1.5 })).rejects.toBeInstanceOf(ConfigError);
   });
 
   it('cpu: reports the backend and its kernel fixes', async () => {
@@ -34,6 +65,8 @@ describe('initBackend', () => {
     expect(report.kernelFixes).toEqual(fixesFor('cpu'));
     expect(report.kernelFixes).toContain('unsorted-segment-sum');
     expect(report.kernelFixes).not.toContain('wasm-batch-matmul');
+    expect(report.acceleration).toEqual({ active: false, reason: "only the wasm backend uses native acceleration (this is 'cpu')" });
+    expect(report.summary).toMatch(/; native acceleration off: only the wasm backend uses native acceleration \(this is 'cpu'\)$/);
   });
 
   it('auto picks wasm when tfjs-node is not installed', async () => {
@@ -48,7 +81,8 @@ describe('initBackend', () => {
     expect(report.kernelFixes).toEqual([]);
     expect(activeKernelFixes('wasm')).toEqual([]);
     expect(tf.getKernel(tf.BatchMatMul, 'wasm').kernelFunc).not.toBe(wasmBatchMatMul);
-    expect(report.summary).toMatch(/on 'wasm', no kernel fixes$/);
+    expect(report.summary).toMatch(/on 'wasm', no kernel fixes; native acceleration off: kernel fixes are off \(stock tfjs kernels\)$/);
+    expect(activeAccel()).toBeNull();
     const again = await initBackend({ backend: 'wasm' });
     expect(again.kernelFixes).toEqual(fixesFor('wasm'));
   });

@@ -7,10 +7,14 @@
  * | `wasm` | `@tensorflow/tfjs-backend-wasm`, SIMD, one thread | the fastest backend that installs everywhere; the fixes make it ~15× faster on MoE training |
  * | `cpu` | pure JavaScript | slow but simple; the reference for tests |
  * | `tensorflow` | `@tensorflow/tfjs-node` or `-node-gpu` (libtensorflow) | optional: used only when the user installed one |
+ *
+ * On `wasm` with the kernel fixes, matmuls (and the fused ops) run on OpenBLAS when the native addon
+ * is built and the OpenBLAS runtime is installed: see `accel.ts` and the report's `acceleration`.
  */
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
-import { checkOneOf, ConfigError } from './errors.js';
+import { configureAcceleration, deactivateAcceleration, type AccelerationStatus } from './accel.js';
+import { checkNumber, checkOneOf, ConfigError } from './errors.js';
 import { registerKernelFixes, unregisterKernelFixes } from './kernels/index.js';
 
 /** The backends {@link initBackend} accepts. `auto` picks the fastest one present. */
@@ -30,6 +34,17 @@ export interface BackendOptions {
   readonly kernelFixes?: boolean;
   /** Call `tf.enableProdMode()` (skips debug checks, silences the tfjs-node banner). Default `true`. */
   readonly prodMode?: boolean;
+  /**
+   * Native acceleration (OpenBLAS `sgemm` on the wasm heap) when the addon is built and OpenBLAS is
+   * installed. Default `true`; the environment variable `MOEPP_ACCEL=off` forces `false`. Only the
+   * `wasm` backend with kernel fixes uses it.
+   */
+  readonly acceleration?: boolean;
+  /**
+   * OpenBLAS threads when accelerated. Default: `MOEPP_BLAS_THREADS` if set, else 2 (at most the
+   * number of cores). A whole number >= 1.
+   */
+  readonly blasThreads?: number;
 }
 
 /** What {@link initBackend} set up. */
@@ -42,6 +57,11 @@ export interface BackendReport {
   readonly tensorflowPackage?: string;
   /** The kernel fixes active for this backend (empty when `kernelFixes` is false). */
   readonly kernelFixes: readonly string[];
+  /**
+   * Whether native acceleration is active; if not, why, and how to enable it (e.g. "the OpenBLAS
+   * runtime was not found (...); to enable it on Debian/Ubuntu: `apt-get install libopenblas0-pthread`").
+   */
+  readonly acceleration: AccelerationStatus;
   /** One human-readable line, e.g. for a report header. */
   readonly summary: string;
 }
@@ -70,11 +90,15 @@ async function loadTensorflow(): Promise<string | null> {
  * @param options - see {@link BackendOptions}
  * @returns what is active, see {@link BackendReport}
  * @throws {@link ConfigError} for an unknown backend name, or when `tensorflow` is asked for and neither
- *   `@tensorflow/tfjs-node` nor `@tensorflow/tfjs-node-gpu` is installed (the message says how to install one)
+ *   `@tensorflow/tfjs-node` nor `@tensorflow/tfjs-node-gpu` is installed (the message says how to install one),
+ *   or for a `blasThreads` (or `MOEPP_BLAS_THREADS`) that is not a whole number in [1, 1024]
  */
 export async function initBackend(options: BackendOptions = {}): Promise<BackendReport> {
   const requested = checkOneOf('initBackend', 'backend', options.backend ?? 'auto', BACKEND_CHOICES);
   const kernelFixes = options.kernelFixes ?? true;
+  if (options.blasThreads !== undefined) {
+    checkNumber('initBackend', 'blasThreads', options.blasThreads, { integer: true, min: 1, max: 1024 });
+  }
   if (options.prodMode ?? true) tf.enableProdMode();
 
   let backend: string;
@@ -105,9 +129,30 @@ export async function initBackend(options: BackendOptions = {}): Promise<Backend
   } else {
     unregisterKernelFixes(backend);
   }
+  let acceleration: AccelerationStatus;
+  if (backend !== 'wasm') {
+    acceleration = deactivateAcceleration(`only the wasm backend uses native acceleration (this is '${backend}')`);
+  } else if (!kernelFixes) {
+    acceleration = deactivateAcceleration('kernel fixes are off (stock tfjs kernels)');
+  } else {
+    acceleration = configureAcceleration({
+      enabled: options.acceleration ?? true,
+      ...(options.blasThreads !== undefined ? { threads: options.blasThreads } : {}),
+    });
+  }
   const summary =
     `tfjs ${tf.version_core} on '${backend}'` +
     (tensorflowPackage ? ` (${tensorflowPackage})` : '') +
-    (fixes.length > 0 ? `, kernel fixes: ${fixes.join(', ')}` : ', no kernel fixes');
-  return { requested, backend, ...(tensorflowPackage ? { tensorflowPackage } : {}), kernelFixes: fixes, summary };
+    (fixes.length > 0 ? `, kernel fixes: ${fixes.join(', ')}` : ', no kernel fixes') +
+    (acceleration.active
+      ? `; native acceleration: ${acceleration.reason}${acceleration.library ? ` (${acceleration.library})` : ''}`
+      : `; native acceleration off: ${acceleration.reason}`);
+  return {
+    requested,
+    backend,
+    ...(tensorflowPackage ? { tensorflowPackage } : {}),
+    kernelFixes: fixes,
+    acceleration,
+    summary,
+  };
 }

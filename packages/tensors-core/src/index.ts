@@ -12,6 +12,17 @@ export * from './errors.js';
 export * from './random.js';
 export * from './backend.js';
 export {
+  accelerationStatus,
+  configureAcceleration,
+  withAcceleration,
+  ACCEL_ABI_VERSION,
+  DEFAULT_BLAS_THREADS,
+  DEFAULT_THREAD_TIMEOUT,
+  OPENBLAS_CANDIDATES,
+  type AccelerationOptions,
+  type AccelerationStatus,
+} from './accel.js';
+export {
   registerKernelFixes,
   unregisterKernelFixes,
   activeKernelFixes,

@@ -9,28 +9,38 @@
  *   trainer-state.json      step, generator state, data cursor, trainer config, loss / eval history, format version
  * ```
  *
- * `config.json` + `model.safetensors` are the Hugging Face checkpoint of the model, so the folder also
- * loads wherever an exported model does. `trainer-state.json` is written last.
+ * `config.json` + `model.safetensors` are the Hugging Face checkpoint of the model, written and read by
+ * the same code as `exportCheckpoint` / `importCheckpoint` (`modelToSafetensors`, `matchModelWeights`),
+ * so the folder also loads wherever an exported model does. `trainer-state.json` is written last.
  *
- * Atomic as a whole: the new checkpoint is written to a temporary sibling folder (`<dir>.tmp-…`), every
- * file flushed to disk; then the current `<dir>` is renamed to `<dir>.previous`, the temporary folder to
- * `<dir>`, and only then is `<dir>.previous` deleted. At every instant either `<dir>` or
- * `<dir>.previous` is a complete checkpoint; {@link resolveCheckpointDir} finds it after a crash.
+ * Atomic as a whole (`replaceFolderAtomically` from `@moepp/models`): the new checkpoint is written to a
+ * hidden staging sibling (`.<name>.<pid>.<random>.tmp`), every file flushed to disk; then the current
+ * `<dir>` is renamed to `<dir>.previous`, the staging folder to `<dir>`, and only then is
+ * `<dir>.previous` deleted. At every instant either `<dir>` or `<dir>.previous` is a complete
+ * checkpoint; {@link resolveCheckpointDir} finds it after a crash.
  *
- * Loading validates everything (JSON, format version, model config, every tensor's presence, dtype
- * and shape, no extra tensors) before it assigns anything, and every error names the file.
+ * Loading validates everything (JSON, format version, model config, every tensor's presence, dtype,
+ * shape and, for the weights, finite values; no extra tensors) before it assigns anything, and every
+ * error names the file.
  */
-import { randomBytes } from 'node:crypto';
 import { existsSync, statSync } from 'node:fs';
-import { mkdir, open, readFile, rename, rm, type FileHandle } from 'node:fs/promises';
-import { basename, dirname, join, resolve } from 'node:path';
-import * as tf from '@tensorflow/tfjs';
+import { readFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
 import { ConfigError, SeededRandom, type RandomState } from '@moepp/tensors-core';
 import {
   CheckpointError,
+  assignModelWeights,
   fromHfConfig,
+  fromTorchLayout,
+  matchModelWeights,
+  modelToSafetensors,
+  previousFolderPath,
   readSafetensorsFile,
+  replaceFolderAtomically,
   toHfConfig,
+  toTorchLayout,
+  torchShape,
+  writeFileSynced,
   writeSafetensorsFile,
   type DecoderLM,
   type ModelConfig,
@@ -125,55 +135,6 @@ export interface CheckpointContents {
   readonly state: TrainerState;
 }
 
-/** PyTorch layout of a parameter: the transpose of the kit's for `nn.Linear` weights. */
-function torchShape(parameter: NamedParameter): number[] {
-  const shape = [...parameter.variable.shape];
-  if (!parameter.transposed) return shape;
-  if (shape.length !== 2) throw new ConfigError(`checkpoint: parameter '${parameter.name}' is marked transposed but has rank ${shape.length}`);
-  return [shape[1] as number, shape[0] as number];
-}
-
-/** Kit layout -> PyTorch layout, as a host array. */
-function toTorchData(parameter: NamedParameter, data: Float32Array): Float32Array {
-  if (!parameter.transposed) return data;
-  const [rows, columns] = parameter.variable.shape as [number, number];
-  const out = new Float32Array(data.length);
-  for (let r = 0; r < rows; r++) for (let c = 0; c < columns; c++) out[c * rows + r] = data[r * columns + c] as number;
-  return out;
-}
-
-/** PyTorch layout -> kit layout, as a host array. */
-function fromTorchData(parameter: NamedParameter, data: Float32Array): Float32Array {
-  if (!parameter.transposed) return data;
-  const [rows, columns] = parameter.variable.shape as [number, number];
-  const out = new Float32Array(data.length);
-  for (let r = 0; r < rows; r++) for (let c = 0; c < columns; c++) out[r * columns + c] = data[c * rows + r] as number;
-  return out;
-}
-
-async function writeFileSynced(path: string, text: string): Promise<void> {
-  let handle: FileHandle | undefined;
-  try {
-    handle = await open(path, 'wx');
-    await handle.writeFile(text, 'utf8');
-    await handle.sync();
-  } finally {
-    await handle?.close();
-  }
-}
-
-async function syncDirectory(directory: string): Promise<void> {
-  let handle: FileHandle | undefined;
-  try {
-    handle = await open(directory, 'r');
-    await handle.sync();
-  } catch {
-    // Not every platform can open a directory; the renames have happened regardless.
-  } finally {
-    await handle?.close().catch(() => undefined);
-  }
-}
-
 /**
  * @param dir - a folder
  * @returns true if it holds a checkpoint's `trainer-state.json`
@@ -191,7 +152,7 @@ export function isCheckpointDir(dir: string): boolean {
  */
 export function resolveCheckpointDir(dir: string): string | null {
   if (isCheckpointDir(dir)) return dir;
-  const previous = `${dir}.previous`;
+  const previous = previousFolderPath(dir);
   if (!existsSync(dir) && isCheckpointDir(previous)) return previous;
   return null;
 }
@@ -204,59 +165,46 @@ export function resolveCheckpointDir(dir: string): string | null {
  * @param contents - model, optimiser and trainer state
  * @returns when the new checkpoint is in place
  * @throws `CheckpointError` naming the folder when `<dir>` exists but is not a checkpoint (it is
- *   never replaced then), or when writing fails (the previous checkpoint is left in place)
+ *   never replaced then), when `<dir>` or `<dir>.previous` is a file or a symbolic link, or when
+ *   writing fails (the previous checkpoint is left in place); the underlying error is the `cause`
  */
 export async function writeCheckpoint(dir: string, contents: CheckpointContents): Promise<void> {
   const target = resolve(dir);
   if (existsSync(target) && !(statSync(target).isDirectory() && isCheckpointDir(target))) {
     throw new CheckpointError(`writeCheckpoint: '${target}' exists and is not a checkpoint folder; refusing to replace it`);
   }
-  const parent = dirname(target);
-  await mkdir(parent, { recursive: true });
-  const temporary = join(parent, `${basename(target)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
-  const previous = `${target}.previous`;
   try {
-    await mkdir(temporary);
-    const parameters = contents.model.parameters();
-    const modelTensors: Record<string, SafetensorsInput> = {};
-    for (const parameter of parameters) {
-      modelTensors[parameter.name] = {
-        dtype: 'F32',
-        shape: torchShape(parameter),
-        data: toTorchData(parameter, Float32Array.from(parameter.variable.dataSync())),
-      };
-    }
-    await writeSafetensorsFile(join(temporary, CHECKPOINT_FILES.model), modelTensors, { format: 'pt' });
-    if (contents.optimizer) {
-      const exported = contents.optimizer.exportState();
-      const byName = new Map(parameters.map((p) => [p.name, p]));
-      const optimizerTensors: Record<string, SafetensorsInput> = {};
-      for (const [key, array] of exported.tensors) {
-        const parameter = byName.get(key.replace(/\.exp_avg(_sq)?$/, ''));
-        if (!parameter) throw new ConfigError(`writeCheckpoint: optimizer tensor '${key}' belongs to no model parameter`);
-        optimizerTensors[key] = { dtype: 'F32', shape: torchShape(parameter), data: toTorchData(parameter, array.data) };
+    // Every tensor is read before anything touches the disk.
+    const modelTensors = modelToSafetensors(contents.model);
+    const optimizerState = contents.optimizer ? optimizerTensors(contents.model, contents.optimizer) : null;
+    await replaceFolderAtomically(target, async (staging) => {
+      await writeSafetensorsFile(join(staging, CHECKPOINT_FILES.model), modelTensors, { format: 'pt' });
+      if (optimizerState) {
+        await writeSafetensorsFile(join(staging, CHECKPOINT_FILES.optimizer), optimizerState.tensors, {
+          format: 'pt',
+          optimizer: 'AdamW',
+          step: String(optimizerState.step),
+        });
       }
-      await writeSafetensorsFile(join(temporary, CHECKPOINT_FILES.optimizer), optimizerTensors, {
-        format: 'pt',
-        optimizer: 'AdamW',
-        step: String(exported.step),
-      });
-    }
-    await writeFileSynced(join(temporary, CHECKPOINT_FILES.config), `${JSON.stringify(toHfConfig(contents.model.config), null, 2)}\n`);
-    await writeFileSynced(join(temporary, CHECKPOINT_FILES.state), `${JSON.stringify(contents.state, null, 1)}\n`);
-    await syncDirectory(temporary);
-    if (existsSync(target)) {
-      await rm(previous, { recursive: true, force: true });
-      await rename(target, previous);
-    }
-    await rename(temporary, target);
-    await syncDirectory(parent);
+      await writeFileSynced(join(staging, CHECKPOINT_FILES.config), `${JSON.stringify(toHfConfig(contents.model.config), null, 2)}\n`);
+      await writeFileSynced(join(staging, CHECKPOINT_FILES.state), `${JSON.stringify(contents.state, null, 1)}\n`);
+    });
   } catch (error) {
-    await rm(temporary, { recursive: true, force: true }).catch(() => undefined);
-    if (error instanceof CheckpointError) throw error;
     throw new CheckpointError(`writeCheckpoint: cannot write '${target}': ${(error as Error).message}`, { cause: error });
   }
-  await rm(previous, { recursive: true, force: true });
+}
+
+/** The AdamW moments as safetensors tensors: `<name>.exp_avg(_sq)`, in their parameter's PyTorch layout. */
+function optimizerTensors(model: DecoderLM, optimizer: AdamW): { step: number; tensors: Record<string, SafetensorsInput> } {
+  const exported = optimizer.exportState();
+  const byName = new Map(model.parameters().map((p) => [p.name, p]));
+  const tensors: Record<string, SafetensorsInput> = {};
+  for (const [key, array] of exported.tensors) {
+    const parameter = byName.get(key.replace(/\.exp_avg(_sq)?$/, ''));
+    if (!parameter) throw new ConfigError(`writeCheckpoint: optimizer tensor '${key}' belongs to no model parameter`);
+    tensors[key] = { dtype: 'F32', shape: torchShape(parameter), data: toTorchLayout(parameter, array.data) };
+  }
+  return { step: exported.step, tensors };
 }
 
 function fail(path: string, message: string, cause?: unknown): never {
@@ -370,24 +318,25 @@ export async function checkCheckpointModel(dir: string, model: DecoderLM): Promi
 }
 
 /**
- * Checks a decoded safetensors file against parameters and converts it to kit-layout arrays.
+ * Checks a decoded `optimizer.safetensors` against the moments the optimiser expects and converts them
+ * to kit-layout arrays.
  *
+ * @param expected - per moment name (`<parameter>.exp_avg` / `.exp_avg_sq`), the parameter it belongs to
  * @returns per expected tensor name, the kit-layout array
  */
-function matchTensors(
+function matchOptimizerTensors(
   path: string,
   tensors: ReadonlyMap<string, { dtype: string; shape: number[]; data: Float32Array | Int32Array }>,
   expected: ReadonlyMap<string, NamedParameter>,
-  what: string,
 ): Map<string, NamedArray> {
   const out = new Map<string, NamedArray>();
   const missing = [...expected.keys()].filter((name) => !tensors.has(name));
   if (missing.length > 0) {
-    fail(path, `${missing.length} ${what} tensor(s) are missing, e.g. '${missing.slice(0, 3).join("', '")}'`);
+    fail(path, `${missing.length} optimiser tensor(s) are missing, e.g. '${missing.slice(0, 3).join("', '")}'`);
   }
   const extra = [...tensors.keys()].filter((name) => !expected.has(name));
   if (extra.length > 0) {
-    fail(path, `${extra.length} tensor(s) match no ${what} of this model, e.g. '${extra.slice(0, 3).join("', '")}'`);
+    fail(path, `${extra.length} tensor(s) match no optimiser of this model, e.g. '${extra.slice(0, 3).join("', '")}'`);
   }
   for (const [name, parameter] of expected) {
     const tensor = tensors.get(name) as { dtype: string; shape: number[]; data: Float32Array | Int32Array };
@@ -396,7 +345,7 @@ function matchTensors(
     if (tensor.shape.length !== shape.length || tensor.shape.some((d, i) => d !== shape[i])) {
       fail(path, `tensor '${name}' must have shape [${shape.join(', ')}], got [${tensor.shape.join(', ')}]`);
     }
-    out.set(name, { shape: [...parameter.variable.shape], data: fromTorchData(parameter, tensor.data) });
+    out.set(name, { shape: [...parameter.variable.shape], data: fromTorchLayout(parameter, tensor.data) });
   }
   return out;
 }
@@ -410,8 +359,9 @@ function matchTensors(
  * @param optimizer - the optimiser to load into, or null to load the weights only
  * @returns the validated trainer state and the folder read
  * @throws `CheckpointError` naming the file: a missing or unreadable file, bad JSON, a model config
- *   that differs from the model's (listing the fields), missing, extra or misshaped tensors, optimiser
- *   state for other parameters, or a step that disagrees between files
+ *   that differs from the model's (listing the fields), missing, extra, integer-typed or misshaped
+ *   tensors, a non-finite weight (`matchModelWeights`), optimiser state for other parameters, or a step
+ *   that disagrees between files
  */
 export async function loadCheckpoint(dir: string, model: DecoderLM, optimizer: AdamW | null): Promise<LoadedCheckpoint> {
   const { state, dir: folder } = await readTrainerState(dir);
@@ -419,7 +369,7 @@ export async function loadCheckpoint(dir: string, model: DecoderLM, optimizer: A
 
   const parameters = model.parameters();
   const modelPath = join(folder, CHECKPOINT_FILES.model);
-  const weights = matchTensors(modelPath, (await readSafetensorsFile(modelPath)).tensors, new Map(parameters.map((p) => [p.name, p])), 'model parameter');
+  const weights = matchModelWeights(model, await readSafetensorsFile(modelPath), modelPath); // checked, not yet assigned
 
   if (optimizer) {
     const optimizerPath = join(folder, CHECKPOINT_FILES.optimizer);
@@ -432,7 +382,7 @@ export async function loadCheckpoint(dir: string, model: DecoderLM, optimizer: A
       expected.set(`${name}.exp_avg`, parameter);
       expected.set(`${name}.exp_avg_sq`, parameter);
     }
-    const moments = matchTensors(optimizerPath, decoded.tensors, expected, 'optimiser');
+    const moments = matchOptimizerTensors(optimizerPath, decoded.tensors, expected);
     const step = Number(decoded.metadata.step);
     if (step !== state.step) {
       fail(optimizerPath, `holds the state after step ${decoded.metadata.step ?? '(none)'}, but ${CHECKPOINT_FILES.state} says step ${state.step}`);
@@ -444,9 +394,6 @@ export async function loadCheckpoint(dir: string, model: DecoderLM, optimizer: A
     }
   }
 
-  for (const parameter of parameters) {
-    const array = weights.get(parameter.name) as NamedArray;
-    tf.tidy(() => parameter.variable.assign(tf.tensor(array.data, parameter.variable.shape, 'float32')));
-  }
+  assignModelWeights(weights);
   return { state, dir: folder };
 }

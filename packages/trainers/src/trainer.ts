@@ -20,7 +20,7 @@ import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { ConfigError, SeededRandom, checkNumber } from '@moepp/tensors-core';
-import { CheckpointError, MoeLayer, type DecoderLM, type NamedParameter } from '@moepp/models';
+import { CheckpointError, MoeLayer, previousFolderPath, type DecoderLM, type NamedParameter } from '@moepp/models';
 import type { BatchCursor, TokenBatch } from '@moepp/data';
 import { GradientAccumulator } from './accumulate.js';
 import { AdamW, defaultDecayRule } from './adamw.js';
@@ -514,7 +514,7 @@ export class Trainer {
         : checkNumber(op, 'stopAtStep', options.stopAtStep, { integer: true, min: 0, max: config.totalSteps });
     if (config.checkpointDir !== null) {
       const target = resolve(config.checkpointDir);
-      if (!this.ownCheckpointDirs.has(target) && (existsSync(target) || existsSync(`${target}.previous`))) {
+      if (!this.ownCheckpointDirs.has(target) && (existsSync(target) || existsSync(previousFolderPath(target)))) {
         throw new ConfigError(
           `${op}: checkpointDir '${target}' already exists; resume from it (Trainer.resume / train(…, { resumeFrom })) or choose another folder`,
         );

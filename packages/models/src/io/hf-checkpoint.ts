@@ -29,15 +29,21 @@
  * {@link exportCheckpoint} replaces the whole folder atomically; {@link importCheckpoint} is strict: a
  * missing, unexpected, mis-shaped, integer-typed or non-finite tensor is an error naming the file and the
  * tensor, and no half-loaded model is ever returned.
+ *
+ * The pieces are public for other checkpoint writers (the trainer's checkpoints hold the same
+ * `config.json` and `model.safetensors`): {@link torchShape}, {@link toTorchLayout} and
+ * {@link fromTorchLayout} convert between the kit's layout and PyTorch's; {@link modelToSafetensors} and
+ * {@link matchModelWeights} / {@link assignModelWeights} are the two directions of `model.safetensors`.
  */
-import { createHash, randomBytes } from 'node:crypto';
-import { lstat, mkdir, open, readFile, rename, rm, stat, type FileHandle } from 'node:fs/promises';
-import { basename, dirname, join, resolve } from 'node:path';
+import { createHash } from 'node:crypto';
+import { readFile, stat } from 'node:fs/promises';
+import { basename, join, resolve } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { ConfigError } from '@moepp/tensors-core';
 import { DecoderLM } from '../decoder.js';
 import type { ModelConfig } from '../config.js';
 import type { NamedParameter } from '../parameters.js';
+import { replaceFolderAtomically, writeFileSynced } from './atomic.js';
 import { fromHfConfig, toHfConfig } from './hf-config.js';
 import {
   CheckpointError,
@@ -112,11 +118,12 @@ function shapeText(shape: readonly number[]): string {
  * `format: "pt"`, the kit and format versions, a SHA-256 of the tensors (checked on import) and
  * `options.metadata`.
  *
- * The folder is replaced as a whole: the files are written and flushed in a temporary sibling folder
- * (`.<name>.<pid>.<random>.tmp`), an existing folder is renamed aside, the new one renamed into place and
- * the old one deleted. Between the two renames `dir` briefly does not exist, but it never holds a partial
- * checkpoint; if anything fails the temporary folder is removed and an existing checkpoint is left (or put
- * back) in place. Missing parent folders are created. Everything else in an existing `dir` (e.g. a
+ * The folder is replaced as a whole ({@link replaceFolderAtomically}): the files are written and flushed in
+ * a hidden staging sibling (`.<name>.<pid>.<random>.tmp`); an existing folder is renamed to
+ * `<dir>.previous`, the staging folder renamed into place and `<dir>.previous` deleted. `dir` never holds
+ * a partial checkpoint: if anything fails the staging folder is removed and an existing checkpoint is left
+ * (or put back) in place, and after a crash between the two renames the old checkpoint is complete in
+ * `<dir>.previous`. Missing parent folders are created. Everything else in an existing `dir` (e.g. a
  * tokenizer) is replaced too.
  *
  * @param model - the model to save (not modified)
@@ -124,8 +131,8 @@ function shapeText(shape: readonly number[]): string {
  * @param options - extra safetensors metadata
  * @returns when the folder is in place
  * @throws {@link CheckpointError} naming `dir` when the model's parameters cannot be read (duplicate names,
- *   disposed or non-float32 variables), the metadata is invalid, `dir` exists but is not a folder, or a
- *   file cannot be written; the underlying error is the `cause`
+ *   disposed or non-float32 variables), the metadata is invalid, `dir` or `<dir>.previous` exists but is
+ *   not a folder, or a file cannot be written; the underlying error is the `cause`
  */
 export async function exportCheckpoint(model: DecoderLM, dir: string, options: ExportCheckpointOptions = {}): Promise<void> {
   const op = 'exportCheckpoint';
@@ -133,12 +140,8 @@ export async function exportCheckpoint(model: DecoderLM, dir: string, options: E
   if (typeof dir !== 'string' || dir.length === 0) throw new CheckpointError(`${op}: 'dir' must be a non-empty path, got ${JSON.stringify(dir)}`);
   const target = resolve(dir);
   const userMetadata = checkUserMetadata(op, options.metadata);
-  const parent = dirname(target);
-  const token = `${process.pid}.${randomBytes(6).toString('hex')}`;
-  const staging = join(parent, `.${basename(target)}.${token}.tmp`);
-  let stagingExists = false;
   try {
-    const tensors = checkpointTensors(model); // PyTorch layout, read before anything touches the disk
+    const tensors = modelToSafetensors(model); // PyTorch layout, read before anything touches the disk
     const kitVersion = await readKitVersion();
     const sha256 = tensorsSha256(new Map(Object.entries(tensors)));
     const metadata: Record<string, string> = {
@@ -155,17 +158,12 @@ export async function exportCheckpoint(model: DecoderLM, dir: string, options: E
       weights: WEIGHTS_FILE,
       tensors_sha256: sha256,
     };
-    await mkdir(parent, { recursive: true });
-    await mkdir(staging);
-    stagingExists = true;
-    await writeSafetensorsFile(join(staging, WEIGHTS_FILE), tensors, metadata);
-    await writeTextFile(join(staging, CONFIG_FILE), `${JSON.stringify(toHfConfig(model.config), null, 2)}\n`);
-    await writeTextFile(join(staging, KIT_FILE), `${JSON.stringify(kitInfo, null, 2)}\n`);
-    await syncDirectory(staging);
-    await swapIntoPlace(staging, target, token);
-    stagingExists = false;
+    await replaceFolderAtomically(target, async (staging) => {
+      await writeSafetensorsFile(join(staging, WEIGHTS_FILE), tensors, metadata);
+      await writeFileSynced(join(staging, CONFIG_FILE), `${JSON.stringify(toHfConfig(model.config), null, 2)}\n`);
+      await writeFileSynced(join(staging, KIT_FILE), `${JSON.stringify(kitInfo, null, 2)}\n`);
+    });
   } catch (error) {
-    if (stagingExists) await rm(staging, { recursive: true, force: true }).catch(() => undefined);
     throw new CheckpointError(`${op}: cannot write checkpoint '${target}': ${errorMessage(error)}`, { cause: error });
   }
 }
@@ -180,29 +178,6 @@ function checkUserMetadata(op: string, metadata: unknown): Record<string, string
     if (typeof value !== 'string') throw new CheckpointError(`${op}: 'options.metadata' value '${key}' must be a string, got ${typeof value}`);
   }
   return { ...(metadata as Record<string, string>) };
-}
-
-/** Every parameter as a float32 tensor in PyTorch layout, by official name. */
-function checkpointTensors(model: DecoderLM): Record<string, SafetensorsInput> {
-  const tensors: Record<string, SafetensorsInput> = {};
-  for (const parameter of model.parameters()) {
-    const { name, variable, transposed } = parameter;
-    if (Object.prototype.hasOwnProperty.call(tensors, name)) throw new Error(`two parameters are named '${name}'`);
-    if (variable.isDisposed) throw new Error(`parameter '${name}' has been disposed`);
-    if (variable.dtype !== 'float32') throw new Error(`parameter '${name}' is ${variable.dtype}, expected float32`);
-    if (transposed && variable.rank !== 2) throw new Error(`parameter '${name}' is marked transposed but has shape ${shapeText(variable.shape)}`);
-    let data: Float32Array;
-    if (transposed) {
-      const pytorchLayout = tf.transpose(variable); // [out, in]
-      data = pytorchLayout.dataSync() as Float32Array;
-      pytorchLayout.dispose();
-    } else {
-      data = variable.dataSync() as Float32Array;
-    }
-    const shape = transposed ? [...variable.shape].reverse() : [...variable.shape];
-    tensors[name] = { dtype: 'F32', shape, data };
-  }
-  return tensors;
 }
 
 /**
@@ -239,68 +214,256 @@ async function readKitVersion(): Promise<string> {
   return 'unknown';
 }
 
-/** Writes a small text file and flushes it to disk. */
-async function writeTextFile(path: string, text: string): Promise<void> {
-  let handle: FileHandle | undefined;
-  try {
-    handle = await open(path, 'wx');
-    await handle.writeFile(text, 'utf8');
-    await handle.sync();
-  } finally {
-    await handle?.close().catch(() => undefined);
-  }
-}
-
-/** Flushes a directory's entries to disk; best effort (not every platform can open a directory). */
-async function syncDirectory(directory: string): Promise<void> {
-  let handle: FileHandle | undefined;
-  try {
-    handle = await open(directory, 'r');
-    await handle.sync();
-  } catch {
-    // The renames have happened; only their durability across a power cut is not guaranteed.
-  } finally {
-    await handle?.close().catch(() => undefined);
-  }
-}
-
-/** Renames the finished `staging` folder to `target`, moving an existing `target` aside first. */
-async function swapIntoPlace(staging: string, target: string, token: string): Promise<void> {
-  let existing;
-  try {
-    existing = await lstat(target);
-  } catch (error) {
-    if (!isNotFound(error)) throw error;
-  }
-  if (existing === undefined) {
-    await rename(staging, target);
-    await syncDirectory(dirname(target));
-    return;
-  }
-  if (!existing.isDirectory()) {
-    throw new Error(`'${target}' exists and is not a folder${existing.isSymbolicLink() ? ' (a symbolic link)' : ''}; refusing to replace it`);
-  }
-  const aside = join(dirname(target), `.${basename(target)}.${token}.old`);
-  await rename(target, aside);
-  try {
-    await rename(staging, target);
-  } catch (error) {
-    await rename(aside, target).catch(() => undefined); // put the old checkpoint back
-    throw error;
-  }
-  await syncDirectory(dirname(target));
-  // The new checkpoint is in place; a failure to delete the old one only leaves a hidden folder behind.
-  await rm(aside, { recursive: true, force: true }).catch(() => undefined);
-}
-
 // ---------------------------------------------------------------------------------------------------------
-// Import
+// PyTorch layout and model.safetensors
 
-/** One tensor read from the checkpoint and the file it came from. */
+/**
+ * The PyTorch shape of a parameter: its variable's shape, reversed for an `nn.Linear` weight (marked
+ * `transposed`: the kit stores `[in, out]`, PyTorch `[out, in]`).
+ *
+ * @param parameter - a named parameter of a model
+ * @returns the shape in PyTorch layout
+ * @throws {@link CheckpointError} naming the parameter when it is marked transposed but is not rank 2
+ */
+export function torchShape(parameter: NamedParameter): number[] {
+  const shape = [...parameter.variable.shape];
+  if (!parameter.transposed) return shape;
+  if (shape.length !== 2) {
+    throw new CheckpointError(`torchShape: parameter '${parameter.name}' is marked transposed but has shape ${shapeText(shape)}; only a rank-2 weight can be`);
+  }
+  return [shape[1] as number, shape[0] as number];
+}
+
+/**
+ * Converts a parameter's values from the kit's layout to PyTorch's (transposes an `nn.Linear` weight).
+ *
+ * @param parameter - the parameter the values belong to (its shape and `transposed` flag are used)
+ * @param data - float32, row-major, the variable's shape (kit layout), e.g. `[in, out]`
+ * @returns a new array: float32, row-major, {@link torchShape} (PyTorch layout), e.g. `[out, in]`
+ * @throws {@link CheckpointError} naming the parameter when `data` is not a `Float32Array` of the
+ *   variable's size, or the parameter is marked transposed but is not rank 2
+ */
+export function toTorchLayout(parameter: NamedParameter, data: Float32Array): Float32Array {
+  return relayout('toTorchLayout', parameter, data, 'toTorch');
+}
+
+/**
+ * Converts a parameter's values from PyTorch's layout to the kit's (the inverse of {@link toTorchLayout}).
+ *
+ * @param parameter - the parameter the values belong to (its shape and `transposed` flag are used)
+ * @param data - float32, row-major, {@link torchShape} (PyTorch layout), e.g. `[out, in]`
+ * @returns a new array: float32, row-major, the variable's shape (kit layout), e.g. `[in, out]`
+ * @throws {@link CheckpointError} naming the parameter when `data` is not a `Float32Array` of the
+ *   variable's size, or the parameter is marked transposed but is not rank 2
+ */
+export function fromTorchLayout(parameter: NamedParameter, data: Float32Array): Float32Array {
+  return relayout('fromTorchLayout', parameter, data, 'fromTorch');
+}
+
+function relayout(op: string, parameter: NamedParameter, data: Float32Array, direction: 'toTorch' | 'fromTorch'): Float32Array {
+  const torch = torchShape(parameter);
+  const size = torch.reduce((a, b) => a * b, 1);
+  if (!(data instanceof Float32Array) || data.length !== size) {
+    const got = data instanceof Float32Array ? `${data.length} values` : `a ${(data as unknown as object | null)?.constructor?.name ?? typeof data}`;
+    throw new CheckpointError(`${op}: parameter '${parameter.name}' of shape ${shapeText(parameter.variable.shape)} needs a Float32Array of ${size} values, got ${got}`);
+  }
+  if (!parameter.transposed) return data.slice();
+  // Transposes a row-major [rows, columns] matrix: kit [in, out] -> PyTorch [out, in], or back.
+  const [rows, columns] = direction === 'toTorch' ? [torch[1] as number, torch[0] as number] : [torch[0] as number, torch[1] as number];
+  const out = new Float32Array(size);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < columns; c++) out[c * rows + r] = data[r * columns + c] as number;
+  return out;
+}
+
+/**
+ * Every parameter of a model as a float32 tensor in PyTorch layout under its official name: the
+ * content of a checkpoint's `model.safetensors` (see the module notes for the names and shapes).
+ *
+ * @param model - the model (not modified)
+ * @returns tensors by official name, for {@link writeSafetensorsFile} or {@link encodeSafetensors}
+ * @throws {@link CheckpointError} naming the parameter when two parameters share a name, or one has been
+ *   disposed, is not float32, or is marked transposed but is not rank 2
+ */
+export function modelToSafetensors(model: DecoderLM): Record<string, SafetensorsInput> {
+  const op = 'modelToSafetensors';
+  if (typeof (model as Partial<DecoderLM> | null)?.parameters !== 'function') {
+    throw new CheckpointError(`${op}: 'model' must be a DecoderLM, got ${typeof model}`);
+  }
+  const tensors: Record<string, SafetensorsInput> = {};
+  for (const parameter of model.parameters()) {
+    const { name, variable } = parameter;
+    if (Object.prototype.hasOwnProperty.call(tensors, name)) throw new CheckpointError(`${op}: two parameters are named '${name}'`);
+    if (variable.isDisposed) throw new CheckpointError(`${op}: parameter '${name}' has been disposed`);
+    if (variable.dtype !== 'float32') throw new CheckpointError(`${op}: parameter '${name}' is ${variable.dtype}, expected float32`);
+    tensors[name] = { dtype: 'F32', shape: torchShape(parameter), data: toTorchLayout(parameter, variable.dataSync() as Float32Array) };
+  }
+  return tensors;
+}
+
+/** One parameter and the checked value it is to take (from {@link matchModelWeights}). */
+export interface ModelWeight {
+  /** The parameter to assign. */
+  readonly parameter: NamedParameter;
+  /** The value: float32, row-major, PyTorch layout ({@link torchShape}), every element finite. */
+  readonly data: Float32Array;
+}
+
+/** Options of {@link matchModelWeights}. */
+export interface MatchModelWeightsOptions {
+  /**
+   * Ignore what official checkpoints may hold besides the parameters: the rotary buffers of each
+   * attention layer (`…self_attn.rotary_emb.inv_freq`, `…cos_cached`, `…sin_cached`, recomputed from
+   * `rope_theta`) and, when the model ties its embeddings, an `lm_head.weight` equal to
+   * `model.embed_tokens.weight` (one that differs is an error). Default `false`: every tensor must be a
+   * parameter. {@link importCheckpoint} sets it.
+   */
+  readonly officialExtras?: boolean;
+}
+
+/**
+ * Checks decoded safetensors against a model's parameters and pairs each parameter with its value,
+ * assigning nothing (see {@link assignModelWeights}). Checked: every parameter has a tensor and every
+ * tensor is a parameter (`options.officialExtras` aside), then per tensor a float dtype (F32, F16, BF16
+ * or F64), the PyTorch shape ({@link torchShape}) and finite values.
+ *
+ * @param model - the model whose parameters are matched (not modified)
+ * @param decoded - the file's content, e.g. from {@link readSafetensorsFile}
+ * @param source - the file, named in every error
+ * @param options - see {@link MatchModelWeightsOptions}
+ * @returns one entry per parameter, in `model.parameters()` order
+ * @throws {@link CheckpointError} naming `source` and the tensors: missing tensors (with the expected
+ *   PyTorch shape), unexpected tensors, an integer dtype, another shape, a non-finite value (with its
+ *   index), a tied `lm_head.weight` that differs from the embedding; or for arguments of the wrong type
+ */
+export function matchModelWeights(
+  model: DecoderLM,
+  decoded: DecodedSafetensors,
+  source: string,
+  options: MatchModelWeightsOptions = {},
+): ModelWeight[] {
+  const op = 'matchModelWeights';
+  if (typeof (model as Partial<DecoderLM> | null)?.parameters !== 'function') {
+    throw new CheckpointError(`${op}: 'model' must be a DecoderLM, got ${typeof model}`);
+  }
+  if (!((decoded as Partial<DecodedSafetensors> | null)?.tensors instanceof Map)) {
+    throw new CheckpointError(`${op}: 'decoded' must be decoded safetensors ({ tensors: Map, metadata }), got ${typeof decoded}`);
+  }
+  if (typeof source !== 'string' || source.length === 0) throw new CheckpointError(`${op}: 'source' must be a non-empty file name, got ${JSON.stringify(source)}`);
+  const tensors = new Map([...decoded.tensors].map(([name, tensor]) => [name, { tensor, file: source }]));
+  return matchWeights(op, model, tensors, source, { officialExtras: options.officialExtras === true });
+}
+
+/**
+ * Assigns checked weights to their parameters, converting each value back to the kit's layout
+ * ({@link fromTorchLayout}). Every value's size is checked before the first assignment, so a bad entry
+ * changes nothing.
+ *
+ * @param weights - from {@link matchModelWeights}
+ * @returns when every parameter holds its new value
+ * @throws {@link CheckpointError} naming the parameter when a value does not have its variable's size
+ *   or the variable has been disposed (possible only for weights not made by {@link matchModelWeights})
+ */
+export function assignModelWeights(weights: readonly ModelWeight[]): void {
+  const op = 'assignModelWeights';
+  for (const { parameter, data } of weights) {
+    const size = parameter.variable.shape.reduce((a, b) => a * b, 1);
+    if (parameter.variable.isDisposed) throw new CheckpointError(`${op}: parameter '${parameter.name}' has been disposed`);
+    if (!(data instanceof Float32Array) || data.length !== size) {
+      throw new CheckpointError(`${op}: the value of parameter '${parameter.name}' must be a Float32Array of ${size} values`);
+    }
+  }
+  for (const { parameter, data } of weights) {
+    const values = fromTorchLayout(parameter, data); // kit layout, the variable's shape
+    tf.tidy(() => parameter.variable.assign(tf.tensor(values, parameter.variable.shape, 'float32')));
+  }
+}
+
+/** One tensor read from a checkpoint and the file it came from. */
 interface SourcedTensor {
   readonly tensor: DecodedTensor;
   readonly file: string;
 }
+
+/**
+ * The checks of {@link matchModelWeights} over tensors that may come from several files (shards).
+ *
+ * @param fallbackSource - the file named when no tensor names one (an empty file)
+ * @param context.modelSource - what describes the model (its config.json), named in "missing" / "unexpected"
+ */
+function matchWeights(
+  op: string,
+  model: DecoderLM,
+  tensors: ReadonlyMap<string, SourcedTensor>,
+  fallbackSource: string,
+  context: { readonly officialExtras: boolean; readonly modelSource?: string },
+): ModelWeight[] {
+  const parameters = new Map<string, NamedParameter>();
+  for (const parameter of model.parameters()) parameters.set(parameter.name, parameter);
+  const files = tensors.size > 0 ? [...new Set([...tensors.values()].map((t) => t.file))].join(', ') : fallbackSource;
+  const theModel = context.modelSource === undefined ? 'the model' : `the model described by '${context.modelSource}'`;
+
+  // Names first: a missing or unexpected tensor usually means another model, which says more than a shape.
+  const missing = [...parameters.values()].filter((p) => !tensors.has(p.name)).map((p) => `'${p.name}' ${shapeText(torchShape(p))}`);
+  if (missing.length > 0) {
+    throw new CheckpointError(
+      `${op}: ${files}: ${missing.length} model parameter tensor(s) are missing, e.g. ${listed(missing)} (each missing tensor with the PyTorch shape ${theModel} expects)`,
+    );
+  }
+  const unexpected: string[] = [];
+  for (const [name, { tensor, file }] of tensors) {
+    if (parameters.has(name)) continue;
+    if (context.officialExtras && IGNORED_TENSOR.test(name)) continue;
+    if (context.officialExtras && name === 'lm_head.weight' && model.config.tieEmbeddings) {
+      checkTiedHead(op, tensor, tensors.get('model.embed_tokens.weight')?.tensor, file);
+      continue;
+    }
+    unexpected.push(`'${name}' ${shapeText(tensor.shape)}`);
+  }
+  if (unexpected.length > 0) {
+    throw new CheckpointError(`${op}: ${files}: ${unexpected.length} unexpected tensor(s) ${listed(unexpected)}, which ${theModel} has no parameter for`);
+  }
+
+  const weights: ModelWeight[] = [];
+  for (const [name, parameter] of parameters) {
+    const { tensor, file } = tensors.get(name) as SourcedTensor;
+    const where = `${op}: ${file}: tensor '${name}'`;
+    if (!(tensor.data instanceof Float32Array)) {
+      throw new CheckpointError(`${where} has integer dtype ${tensor.dtype}; a float tensor (F32, F16, BF16 or F64) is needed`);
+    }
+    const expectedShape = torchShape(parameter);
+    if (shapeText(tensor.shape) !== shapeText(expectedShape)) {
+      throw new CheckpointError(
+        `${where} has shape ${shapeText(tensor.shape)}, expected ${shapeText(expectedShape)} (PyTorch layout${parameter.transposed ? ', nn.Linear [out, in]' : ''})`,
+      );
+    }
+    const bad = tensor.data.findIndex((value) => !Number.isFinite(value));
+    if (bad >= 0) throw new CheckpointError(`${where} holds a non-finite value (${tensor.data[bad]} at element ${bad})`);
+    weights.push({ parameter, data: tensor.data });
+  }
+  return weights;
+}
+
+/** With tied embeddings, an `lm_head.weight` in the file must equal the embedding it is tied to. */
+function checkTiedHead(op: string, head: DecodedTensor, embedding: DecodedTensor | undefined, file: string): void {
+  const same =
+    embedding !== undefined &&
+    shapeText(head.shape) === shapeText(embedding.shape) &&
+    head.data.length === embedding.data.length &&
+    head.data.every((value, i) => Object.is(value, embedding.data[i]));
+  if (!same) {
+    throw new CheckpointError(
+      `${op}: ${file}: tensor 'lm_head.weight' differs from 'model.embed_tokens.weight', but the config ties them (tie_word_embeddings: true)`,
+    );
+  }
+}
+
+function listed(items: readonly string[]): string {
+  const shown = items.slice(0, MAX_LISTED).join(', ');
+  return items.length > MAX_LISTED ? `${shown} and ${items.length - MAX_LISTED} more` : shown;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Import
 
 /**
  * Reads a checkpoint folder written by {@link exportCheckpoint} or by the official MoE++ code (Hugging
@@ -317,7 +480,7 @@ interface SourcedTensor {
  *   folder, `config.json` or weights file; unreadable or malformed JSON or safetensors; a missing,
  *   unexpected, duplicated, mis-shaped (expected and actual shapes given in PyTorch layout), integer-typed
  *   or non-finite tensor; a tensor hash mismatch; a checkpoint format newer than this kit's
- * @throws {@link ConfigError} naming `config.json` and the field for an invalid config
+ * @throws `ConfigError` naming `config.json` and the field for an invalid config
  */
 export async function importCheckpoint(dir: string): Promise<DecoderLM> {
   const op = 'importCheckpoint';
@@ -350,15 +513,10 @@ export async function importCheckpoint(dir: string): Promise<DecoderLM> {
   }
   if (model === undefined) throw new CheckpointError(`${op}: cannot build the model that '${join(root, CONFIG_FILE)}' describes`);
   try {
-    const plan = matchTensors(model, tensors, root);
+    const weights = matchWeights(op, model, tensors, join(root, WEIGHTS_FILE), { officialExtras: true, modelSource: join(root, CONFIG_FILE) });
     // Names, shapes and dtypes first (their errors say more), then the hash for corruption that parses.
     for (const file of files) checkTensorsHash(op, file.path, file.decoded);
-    for (const { parameter, tensor } of plan) {
-      tf.tidy(() => {
-        const value = tf.tensor(tensor.data, tensor.shape, 'float32'); // PyTorch layout
-        parameter.variable.assign(parameter.transposed ? tf.transpose(value) : value);
-      });
-    }
+    assignModelWeights(weights);
     return model;
   } catch (error) {
     model.dispose();
@@ -542,79 +700,4 @@ function checkEmbeddingShape(config: ModelConfig, tensors: ReadonlyMap<string, S
       `importCheckpoint: '${embedding.file}': tensor 'model.embed_tokens.weight' has shape ${shapeText(embedding.tensor.shape)}, but '${join(root, CONFIG_FILE)}' (vocab_size, hidden_size) needs ${shapeText(expected)}`,
     );
   }
-}
-
-/** Pairs every parameter with its tensor, checking names, dtypes, shapes and values; assigns nothing. */
-function matchTensors(
-  model: DecoderLM,
-  tensors: ReadonlyMap<string, SourcedTensor>,
-  root: string,
-): { parameter: NamedParameter; tensor: { readonly data: Float32Array; readonly shape: number[] } }[] {
-  const op = 'importCheckpoint';
-  const parameters = new Map<string, NamedParameter>();
-  for (const parameter of model.parameters()) parameters.set(parameter.name, parameter);
-  const weightsName = tensors.size > 0 ? [...new Set([...tensors.values()].map((t) => t.file))].join(', ') : join(root, WEIGHTS_FILE);
-
-  const unexpected: string[] = [];
-  for (const [name, { tensor, file }] of tensors) {
-    if (parameters.has(name)) continue;
-    if (IGNORED_TENSOR.test(name)) continue;
-    if (name === 'lm_head.weight' && model.config.tieEmbeddings) {
-      checkTiedHead(tensor, tensors.get('model.embed_tokens.weight')?.tensor, file);
-      continue;
-    }
-    unexpected.push(`'${name}' ${shapeText(tensor.shape)}`);
-  }
-  if (unexpected.length > 0) {
-    throw new CheckpointError(
-      `${op}: '${weightsName}': unexpected tensor${unexpected.length > 1 ? 's' : ''} ${listed(unexpected)}, which the model described by '${join(root, CONFIG_FILE)}' has no parameter for`,
-    );
-  }
-
-  const missing: string[] = [];
-  const plan: { parameter: NamedParameter; tensor: { readonly data: Float32Array; readonly shape: number[] } }[] = [];
-  for (const [name, parameter] of parameters) {
-    const expectedShape = parameter.transposed ? [...parameter.variable.shape].reverse() : [...parameter.variable.shape];
-    const sourced = tensors.get(name);
-    if (!sourced) {
-      missing.push(`'${name}' ${shapeText(expectedShape)}`);
-      continue;
-    }
-    const { tensor, file } = sourced;
-    const where = `${op}: '${file}': tensor '${name}'`;
-    if (tensor.data instanceof Int32Array || !(tensor.data instanceof Float32Array)) {
-      throw new CheckpointError(`${where} has integer dtype ${tensor.dtype}; a float tensor (F32, F16, BF16 or F64) is needed`);
-    }
-    if (shapeText(tensor.shape) !== shapeText(expectedShape)) {
-      throw new CheckpointError(`${where} has shape ${shapeText(tensor.shape)}, expected ${shapeText(expectedShape)} (PyTorch layout${parameter.transposed ? ', nn.Linear [out, in]' : ''})`);
-    }
-    const bad = tensor.data.findIndex((value) => !Number.isFinite(value));
-    if (bad >= 0) throw new CheckpointError(`${where} holds a non-finite value (${tensor.data[bad]} at element ${bad})`);
-    plan.push({ parameter, tensor: { data: tensor.data, shape: tensor.shape } });
-  }
-  if (missing.length > 0) {
-    throw new CheckpointError(
-      `${op}: '${weightsName}': missing tensor${missing.length > 1 ? 's' : ''} ${listed(missing)} (expected PyTorch shape given), which '${join(root, CONFIG_FILE)}' calls for`,
-    );
-  }
-  return plan;
-}
-
-/** With tied embeddings, an `lm_head.weight` in the file must equal the embedding it is tied to. */
-function checkTiedHead(head: DecodedTensor, embedding: DecodedTensor | undefined, file: string): void {
-  const same =
-    embedding !== undefined &&
-    shapeText(head.shape) === shapeText(embedding.shape) &&
-    head.data.length === embedding.data.length &&
-    head.data.every((value, i) => Object.is(value, embedding.data[i]));
-  if (!same) {
-    throw new CheckpointError(
-      `importCheckpoint: '${file}': tensor 'lm_head.weight' differs from 'model.embed_tokens.weight', but the config ties them (tie_word_embeddings: true)`,
-    );
-  }
-}
-
-function listed(items: readonly string[]): string {
-  const shown = items.slice(0, MAX_LISTED).join(', ');
-  return items.length > MAX_LISTED ? `${shown} and ${items.length - MAX_LISTED} more` : shown;
 }

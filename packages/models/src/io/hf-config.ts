@@ -102,7 +102,7 @@ function field<T>(json: Record<string, unknown>, name: string, type: 'number' | 
  * @param json - the parsed JSON
  * @param source - the file name, for error messages
  * @returns a resolved model config
- * @throws {@link ConfigError} naming the file and the field that is missing or of the wrong type
+ * @throws `ConfigError` naming the file and the field that is missing or of the wrong type
  */
 export function fromHfConfig(json: unknown, source = 'config.json'): ModelConfig {
   if (typeof json !== 'object' || json === null || Array.isArray(json)) {

@@ -22,9 +22,8 @@
  * {@link readSafetensorsFile} reads the header, then each tensor at its offset, so a multi-gigabyte shard
  * does not have to fit in one buffer; {@link writeSafetensorsFile} replaces a file atomically.
  */
-import { randomBytes } from 'node:crypto';
-import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { open, type FileHandle } from 'node:fs/promises';
+import { MAX_IO_CHUNK, writeFileAtomically } from './atomic.js';
 
 /** Thrown for any malformed, unreadable or unwritable checkpoint; the message names the file and the tensor. */
 export class CheckpointError extends Error {
@@ -78,8 +77,6 @@ const DTYPE_BYTES: Readonly<Record<SafetensorsDtype, number>> = {
 const METADATA_KEY = '__metadata__';
 const ENTRY_FIELDS = ['dtype', 'shape', 'data_offsets'] as const;
 const HOST_IS_LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
-/** Largest single read or write; `fs.read` and `fs.write` refuse lengths of 2 GiB and more. */
-const MAX_IO_CHUNK = 1 << 30;
 /** The reference implementation's limit on the header size; a larger claim is treated as corruption. */
 const MAX_HEADER_BYTES = 100_000_000;
 
@@ -555,9 +552,9 @@ async function readExactly(handle: FileHandle, position: number, length: number,
 }
 
 /**
- * Encodes tensors and writes them to `path` atomically: the bytes go to a temporary file in the same
- * directory (`.<name>.<pid>.<random>.tmp`), which is flushed to disk (fsync) and then renamed over
- * `path`. Readers see either the old file or the complete new one, never a partial file; if anything
+ * Encodes tensors and writes them to `path` atomically ({@link writeFileAtomically}): the bytes go to a
+ * temporary file in the same directory (`.<name>.<pid>.<random>.tmp`), which is flushed to disk (fsync)
+ * and then renamed over `path`. Readers see either the old file or the complete new one, never a partial file; if anything
  * fails the temporary file is removed and an existing file at `path` is left untouched. A symlink at
  * `path` is replaced by a regular file.
  *
@@ -574,39 +571,9 @@ export async function writeSafetensorsFile(
   metadata?: Readonly<Record<string, string>>,
 ): Promise<void> {
   const bytes = encodeSafetensors(tensors, metadata);
-  const directory = dirname(path);
-  const temporary = join(directory, `.${basename(path)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
-  let handle: FileHandle | undefined;
   try {
-    handle = await open(temporary, 'wx');
-    let written = 0;
-    while (written < bytes.length) {
-      const length = Math.min(bytes.length - written, MAX_IO_CHUNK);
-      const { bytesWritten } = await handle.write(bytes, written, length, written);
-      if (bytesWritten <= 0) throw new Error(`write made no progress at byte ${written} of ${bytes.length}`);
-      written += bytesWritten;
-    }
-    await handle.sync();
-    await handle.close();
-    handle = undefined;
-    await rename(temporary, path);
+    await writeFileAtomically(path, bytes);
   } catch (error) {
-    await handle?.close().catch(() => undefined);
-    await unlink(temporary).catch(() => undefined);
     throw new CheckpointError(`writeSafetensorsFile: cannot write '${path}': ${errorMessage(error)}`, { cause: error });
-  }
-  await syncDirectory(directory);
-}
-
-/** Flushes a directory entry (the rename) to disk; best effort, as not every platform can open a directory. */
-async function syncDirectory(directory: string): Promise<void> {
-  let handle: FileHandle | undefined;
-  try {
-    handle = await open(directory, 'r');
-    await handle.sync();
-  } catch {
-    // Windows and some filesystems refuse; the rename itself has already happened.
-  } finally {
-    await handle?.close().catch(() => undefined);
   }
 }

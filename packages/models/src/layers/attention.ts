@@ -79,7 +79,7 @@ export class CausalSelfAttention {
   /**
    * @param config - widths and heads, see {@link AttentionConfig}
    * @param rng - draws the initial weights
-   * @throws {@link ConfigError} when H does not divide D or D/H is odd
+   * @throws `ConfigError` when H does not divide D or D/H is odd
    */
   constructor(
     readonly config: AttentionConfig,
@@ -116,7 +116,7 @@ export class CausalSelfAttention {
   /**
    * @param x - `[B, T, D]` float32
    * @returns `[B, T, D]`
-   * @throws {@link ShapeError} when the last axis is not D
+   * @throws `ShapeError` when the last axis is not D
    */
   apply(x: tf.Tensor3D): tf.Tensor3D {
     checkShape('CausalSelfAttention.apply', 'x', x, [null, null, this.config.hiddenSize]);

@@ -18,7 +18,7 @@ export class DenseFfn {
    * @param ffnDim - F
    * @param rng - draws the initial weights (normal, std `initializerRange`)
    * @param initializerRange - the std (official `initializer_range`, default 0.02)
-   * @throws {@link ConfigError} for non-positive sizes
+   * @throws `ConfigError` for non-positive sizes
    */
   constructor(
     readonly dim: number,
@@ -36,7 +36,7 @@ export class DenseFfn {
   /**
    * @param x - `[N, D]`
    * @returns `[N, D]`
-   * @throws {@link ShapeError} when x is not `[N, D]`
+   * @throws `ShapeError` when x is not `[N, D]`
    */
   apply(x: tf.Tensor2D): tf.Tensor2D {
     checkShape('DenseFfn.apply', 'x', x, [null, this.dim]);

@@ -12,7 +12,7 @@ export class RmsNorm {
   /**
    * @param dim - D
    * @param eps - added to the mean square (official `rms_norm_eps`, default 1e-6)
-   * @throws {@link ConfigError} for a non-positive dim or a negative eps
+   * @throws `ConfigError` for a non-positive dim or a negative eps
    */
   constructor(
     readonly dim: number,
@@ -26,7 +26,7 @@ export class RmsNorm {
   /**
    * @param x - `[..., D]`
    * @returns `[..., D]`, normalised and scaled
-   * @throws {@link ShapeError} when the last axis is not D
+   * @throws `ShapeError` when the last axis is not D
    */
   apply(x: tf.Tensor): tf.Tensor {
     checkShape('RmsNorm.apply', 'x', { shape: x.shape.slice(-1) }, [this.dim]);

@@ -23,9 +23,16 @@
  *
  * The gradient of `fused.matMul` is computed by tfjs-core from the op's inputs and output
  * (`customGrad` with unfused `matMul`s), so it needs nothing here: it runs on the fixed `BatchMatMul`.
+ *
+ * With native acceleration active (see `../accel.ts`), both kernels instead call OpenBLAS `sgemm` in
+ * place on the wasm heap: the transposes become sgemm flags (no copies), batches become strided calls
+ * (one per output batch only for mixed broadcasting), and a `[N]` (or size-1) bias is written into
+ * the output before an `sgemm` with `beta = 1`. Other biases and every activation are applied
+ * afterwards with the wasm kernels, exactly as on the XNNPACK path.
  */
 import * as tf from '@tensorflow/tfjs';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
+import { activeAccel, type NativeAccel } from '../accel.js';
 import { registeredKernel, requireStockKernel } from './registry.js';
 
 type TensorInfo = tf.TensorInfo;
@@ -231,6 +238,8 @@ export function wasmBatchMatMul(args: { inputs: tf.NamedTensorInfoMap; backend: 
   if (a.dtype !== 'float32' || b.dtype !== 'float32') return stock.kernelFunc(args) as TensorInfo;
   const plan = planMatMul('BatchMatMul', a, b, transposeA, transposeB);
   if (isEmpty(plan)) return stock.kernelFunc(args) as TensorInfo;
+  const accel = activeAccel();
+  if (accel !== null) return nativeMatMul(accel, backend, a, b, transposeA, transposeB, plan, undefined);
   const call2d = (a2d: TensorInfo, b2d: TensorInfo): TensorInfo =>
     stock.kernelFunc({ inputs: { a: a2d, b: b2d }, backend, attrs: { transposeA: false, transposeB: false } }) as TensorInfo;
   if (plan.batch === 1 && swappedIsCheaper(plan, transposeA, transposeB)) {
@@ -332,6 +341,24 @@ export function wasmFusedMatMul(args: { inputs: tf.NamedTensorInfoMap; backend: 
 
   const biasInfo = bias ?? undefined;
   const preluInfo = preluActivationWeights ?? undefined;
+  const accel = activeAccel();
+  if (accel !== null) {
+    const rowBias = biasInfo !== undefined && isRowBias(biasInfo, plan) ? biasInfo : undefined;
+    const product2d = nativeMatMul(accel, backend, a, b, transposeA, transposeB, plan, rowBias); // [...outer, M, N]
+    let result = product2d;
+    try {
+      if (biasInfo !== undefined && rowBias === undefined) {
+        result = runKernel('Add', backend, { a: product2d, b: biasInfo });
+        backend.disposeData(product2d.dataId);
+      }
+      const activated = applyActivation(backend, result, activation, preluInfo, leakyreluAlpha);
+      if (activated !== result) backend.disposeData(result.dataId);
+      return activated;
+    } catch (error) {
+      backend.disposeData(result.dataId);
+      throw error;
+    }
+  }
   const biasFuses = biasInfo === undefined || (biasInfo.shape.length === 1 && biasInfo.shape[0] === plan.n);
   const preluSize = preluInfo === undefined ? 0 : product(preluInfo.shape);
   const preluFuses =
@@ -362,6 +389,95 @@ export function wasmFusedMatMul(args: { inputs: tf.NamedTensorInfoMap; backend: 
     backend.disposeData(result.dataId);
     throw error;
   }
+}
+
+/** The element offset of a float32 tensor in the wasm heap (its byte offset / 4). */
+function floatOffset(backend: BackendWasm, info: TensorInfo): number {
+  const memoryOffset = backend.dataIdMap.get(info.dataId)?.memoryOffset;
+  if (memoryOffset === undefined || memoryOffset % 4 !== 0) {
+    throw new Error(`BatchMatMul: tensor of shape [${info.shape.join(', ')}] has no 4-byte aligned data in the wasm heap`);
+  }
+  return memoryOffset / 4;
+}
+
+/** Whether a bias broadcasts along rows only (`[N]`, `[1, N]`, `[1]`, `[]`...), so it can seed the output. */
+function isRowBias(bias: TensorInfo, plan: MatMulPlan): boolean {
+  if (bias.dtype !== 'float32' || bias.shape.length > plan.outer.length + 2) return false;
+  const size = product(bias.shape);
+  const last = bias.shape[bias.shape.length - 1];
+  return size === 1 || (size === plan.n && last === plan.n);
+}
+
+/**
+ * `op(a)·op(b)` (plus a row bias) by OpenBLAS `sgemm`, reading and writing the wasm heap in place.
+ *
+ * @param accel - the native addon
+ * @param backend - the wasm backend
+ * @param a - `[...outerA, M, K]` float32 (`[..., K, M]` with `transposeA`)
+ * @param b - `[...outerB, K, N]` float32 (`[..., N, K]` with `transposeB`)
+ * @param transposeA - as in the kernel
+ * @param transposeB - as in the kernel
+ * @param plan - from {@link planMatMul}
+ * @param rowBias - a float32 bias that broadcasts along rows (see {@link isRowBias}), or undefined
+ * @returns `[...outer, M, N]` float32
+ */
+function nativeMatMul(
+  accel: NativeAccel,
+  backend: BackendWasm,
+  a: TensorInfo,
+  b: TensorInfo,
+  transposeA: boolean,
+  transposeB: boolean,
+  plan: MatMulPlan,
+  rowBias: TensorInfo | undefined,
+): TensorInfo {
+  const { m, k, n, batchA, batchB, batch, outer, outerA, outerB } = plan;
+  const out = backend.makeOutput([...outer, m, n], 'float32'); // [...outer, M, N]
+  try {
+    // Offsets and the heap are read after makeOutput: an allocation may grow (and so replace) the heap.
+    const aOffset = floatOffset(backend, a);
+    const bOffset = floatOffset(backend, b);
+    const cOffset = floatOffset(backend, out);
+    let beta = 0;
+    if (rowBias !== undefined) {
+      const target = backend.typedArrayFromHeap(out) as Float32Array;
+      const biasValues = backend.typedArrayFromHeap(rowBias) as Float32Array;
+      if (biasValues.length === 1) target.fill(biasValues[0] as number);
+      else for (let row = 0; row < batch * m; row++) target.set(biasValues, row * n);
+      beta = 1;
+    }
+    const heap = backend.typedArrayFromHeap(out).buffer as ArrayBuffer; // the whole wasm heap
+    const lda = transposeA ? m : k;
+    const ldb = transposeB ? k : n;
+    if (batchB === 1 && !transposeA) {
+      // b is shared and a's batches are consecutive rows: one [batchA·M, K] x [K, N] product
+      accel.sgemm(heap, false, transposeB, batchA * m, n, k, 1, aOffset, lda, 0, bOffset, ldb, 0, beta, cOffset, n, 0, 1);
+    } else if ((batchA === batch || batchA === 1) && (batchB === batch || batchB === 1)) {
+      // one strided batch; a stride of 0 repeats the operand that has no batch
+      accel.sgemm(
+        heap, transposeA, transposeB, m, n, k, 1,
+        aOffset, lda, batchA === 1 ? 0 : m * k,
+        bOffset, ldb, batchB === 1 ? 0 : k * n,
+        beta, cOffset, n, m * n, batch,
+      );
+    } else {
+      // mixed broadcasting ([2, 1] x [1, 3]): one call per output batch
+      for (let index = 0; index < batch; index++) {
+        const indexA = broadcastBatchIndex(index, outer, outerA);
+        const indexB = broadcastBatchIndex(index, outer, outerB);
+        accel.sgemm(
+          heap, transposeA, transposeB, m, n, k, 1,
+          aOffset + indexA * m * k, lda, 0,
+          bOffset + indexB * k * n, ldb, 0,
+          beta, cOffset + index * m * n, n, 0, 1,
+        );
+      }
+    }
+  } catch (error) {
+    backend.disposeData(out.dataId);
+    throw error;
+  }
+  return out;
 }
 
 /** The name of the fix for wasm `BatchMatMul`. */

@@ -1,0 +1,11 @@
+{
+  "targets": [
+    {
+      "target_name": "accel",
+      "sources": ["accel.c"],
+      "cflags": ["-O3", "-std=gnu11", "-Wall", "-Wextra"],
+      "cflags!": ["-O2", "-O0"],
+      "libraries": ["-ldl"]
+    }
+  ]
+}

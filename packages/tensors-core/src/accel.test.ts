@@ -1,0 +1,305 @@
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import {
+  accelerationDisabledByEnvironment,
+  accelerationStatus,
+  activeAccel,
+  configureAcceleration,
+  loadAddon,
+  withAcceleration,
+  type NativeAccel,
+} from './accel.js';
+import { SeededRandom } from './random.js';
+
+const addon = loadAddon();
+/** OpenBLAS is loaded in this process (the setup's initBackend loaded it, unless acceleration is off). */
+const blasLoaded = addon !== null && addon.load([], 1, 0).ok;
+
+function randomArray(size: number, seed: number): Float32Array {
+  const rng = new SeededRandom(seed);
+  return Float32Array.from({ length: size }, () => rng.normal());
+}
+
+/** Plain row-major GEMM in double: C = alpha·op(A)·op(B) + beta·C. */
+function referenceGemm(
+  transposeA: boolean,
+  transposeB: boolean,
+  m: number,
+  n: number,
+  k: number,
+  alpha: number,
+  a: Float32Array,
+  lda: number,
+  b: Float32Array,
+  ldb: number,
+  beta: number,
+  c: Float32Array,
+  ldc: number,
+): void {
+  for (let i = 0; i < m; i++) {
+    for (let j = 0; j < n; j++) {
+      let sum = 0;
+      for (let p = 0; p < k; p++) {
+        const av = transposeA ? (a[p * lda + i] as number) : (a[i * lda + p] as number);
+        const bv = transposeB ? (b[j * ldb + p] as number) : (b[p * ldb + j] as number);
+        sum += av * bv;
+      }
+      c[i * ldc + j] = alpha * sum + beta * (c[i * ldc + j] as number);
+    }
+  }
+}
+
+function expectArraysClose(actual: ArrayLike<number>, expected: ArrayLike<number>, tolerance = 1e-5): void {
+  expect(actual.length).toBe(expected.length);
+  let worst = 0;
+  for (let i = 0; i < actual.length; i++) {
+    const diff = Math.abs((actual[i] as number) - (expected[i] as number));
+    worst = Math.max(worst, diff / (1 + Math.abs(expected[i] as number)));
+  }
+  expect(worst).toBeLessThan(tolerance);
+}
+
+describe('acceleration status', () => {
+  it('agrees with the environment: MOEPP_ACCEL=off means the fallback, with the reason', () => {
+    const status = accelerationStatus();
+    expect(status.active).toBe(activeAccel() !== null);
+    if (accelerationDisabledByEnvironment()) {
+      expect(status).toEqual({ active: false, reason: `disabled by MOEPP_ACCEL=${process.env.MOEPP_ACCEL}` });
+    }
+  });
+
+  // CI sets MOEPP_EXPECT_ACCEL=1 when it installed OpenBLAS and the addon was built, so that a
+  // silent fallback there is a failure rather than a slower green run.
+  it.runIf(process.env.MOEPP_EXPECT_ACCEL === '1' && !accelerationDisabledByEnvironment())('is active where CI expects it', () => {
+    expect(accelerationStatus()).toMatchObject({ active: true });
+  });
+
+  it('withAcceleration(false) suspends it for the duration of fn, even when fn throws', async () => {
+    const before = activeAccel();
+    const inside = await withAcceleration(false, () => [activeAccel(), accelerationStatus().active]);
+    expect(inside).toEqual([null, false]);
+    await expect(
+      withAcceleration(false, () => {
+        throw new Error('boom');
+      }),
+    ).rejects.toThrow('boom');
+    expect(activeAccel()).toBe(before);
+    expect(await withAcceleration(true, () => activeAccel())).toBe(before);
+  });
+
+  it('rejects a thread count that is not a whole number >= 1, naming it', () => {
+    expect(() => configureAcceleration({ threads: 0 })).toThrow(/configureAcceleration: 'threads' must be an integer >= 1/);
+    expect(() => configureAcceleration({ threads: 2.5 })).toThrow(/'threads'/);
+  });
+});
+
+/** Runs a module snippet in a fresh Node process on the package's TypeScript sources. */
+function runIsolated(code: string, env: Record<string, string | undefined>): { status: number | null; stdout: string; stderr: string } {
+  const index = new URL('./index.ts', import.meta.url).href;
+  const result = spawnSync(
+    process.execPath,
+    ['--conditions=source', '--import', 'tsx', '--input-type=module', '-e', code.replaceAll('INDEX', JSON.stringify(index))],
+    { cwd: fileURLToPath(new URL('..', import.meta.url)), encoding: 'utf8', env: { ...process.env, ...env }, timeout: 60_000 },
+  );
+  return { status: result.status, stdout: result.stdout, stderr: result.stderr };
+}
+
+const ISOLATED_MATMUL = `
+  import * as tf from '@tensorflow/tfjs';
+  const { initBackend } = await import(INDEX);
+  const report = await initBackend({ backend: 'wasm' });
+  const product = tf.matMul(tf.tensor2d([[1, 2], [3, 4]]), tf.tensor2d([[5, 6], [7, 8]]), true, false);
+  console.log(JSON.stringify({ acceleration: report.acceleration, values: Array.from(product.dataSync()) }));
+`;
+
+describe('fallback in a fresh process', () => {
+  it('without the OpenBLAS runtime: reports why and how to enable it, and still computes on wasm', () => {
+    const { status, stdout, stderr } = runIsolated(ISOLATED_MATMUL, {
+      MOEPP_ACCEL: undefined,
+      MOEPP_BLAS_LIBRARY: '/nonexistent/libopenblas.so.0',
+    });
+    expect(stderr).toBe('');
+    expect(status).toBe(0);
+    const out = JSON.parse(stdout) as { acceleration: { active: boolean; reason: string }; values: number[] };
+    expect(out.values).toEqual([26, 30, 38, 44]);
+    expect(out.acceleration.active).toBe(false);
+    if (addon !== null) {
+      expect(out.acceleration.reason).toBe(
+        'the OpenBLAS runtime was not found (tried /nonexistent/libopenblas.so.0); to enable it on Debian/Ubuntu: `apt-get install libopenblas0-pthread`',
+      );
+    }
+  });
+
+  it('MOEPP_ACCEL=off forces the fallback', () => {
+    const { status, stdout } = runIsolated(ISOLATED_MATMUL, { MOEPP_ACCEL: 'off' });
+    expect(status).toBe(0);
+    const out = JSON.parse(stdout) as { acceleration: unknown; values: number[] };
+    expect(out.values).toEqual([26, 30, 38, 44]);
+    expect(out.acceleration).toEqual({ active: false, reason: 'disabled by MOEPP_ACCEL=off' });
+  });
+});
+
+describe.runIf(addon !== null)('native addon', () => {
+  const native = addon as NativeAccel;
+
+  it('load() reports a missing library without throwing (fresh process)', () => {
+    const addonPath = fileURLToPath(new URL('../native/build/Release/accel.node', import.meta.url));
+    const result = spawnSync(
+      process.execPath,
+      ['-e', `const a = require(${JSON.stringify(addonPath)}); console.log(JSON.stringify(a.load(['/nonexistent/libopenblas.so.0'], 1, 0)))`],
+      { encoding: 'utf8' },
+    );
+    const loaded = JSON.parse(result.stdout) as { ok: boolean; error: string };
+    expect(loaded.ok).toBe(false);
+    expect(loaded.error).toContain('/nonexistent/libopenblas.so.0');
+  });
+
+  describe.runIf(blasLoaded)('sgemm', () => {
+    const TRANSPOSES = [
+      [false, false],
+      [false, true],
+      [true, false],
+      [true, true],
+    ] as const;
+
+    it.each(TRANSPOSES)('transposeA %s, transposeB %s: matches a plain loop, with alpha, beta and padded leading dims', (transposeA, transposeB) => {
+      const [m, n, k] = [5, 7, 3];
+      const lda = (transposeA ? m : k) + 2;
+      const ldb = (transposeB ? k : n) + 1;
+      const ldc = n + 3;
+      const aRows = transposeA ? k : m;
+      const bRows = transposeB ? n : k;
+      const heap = new Float32Array(4096);
+      heap.set(randomArray(heap.length, 1));
+      const [aOffset, bOffset, cOffset] = [16, 512, 1024];
+      const expected = heap.slice(cOffset, cOffset + m * ldc);
+      referenceGemm(
+        transposeA, transposeB, m, n, k, 0.5,
+        heap.subarray(aOffset, aOffset + aRows * lda), lda,
+        heap.subarray(bOffset, bOffset + bRows * ldb), ldb,
+        2, expected, ldc,
+      );
+      native.sgemm(heap.buffer, transposeA, transposeB, m, n, k, 0.5, aOffset, lda, 0, bOffset, ldb, 0, 2, cOffset, ldc, 0, 1);
+      expectArraysClose(heap.subarray(cOffset, cOffset + m * ldc), expected);
+    });
+
+    it('runs a strided batch, a stride of 0 repeating an operand', () => {
+      const [m, n, k, batch] = [4, 3, 6, 3];
+      const heap = randomArray(2048, 2);
+      const [aOffset, bOffset, cOffset] = [0, 200, 400];
+      const expected = new Float32Array(batch * m * n);
+      for (let i = 0; i < batch; i++) {
+        referenceGemm(false, true, m, n, k, 1, heap.subarray(aOffset + i * m * k), k, heap.subarray(bOffset), k, 0, expected.subarray(i * m * n), n);
+      }
+      native.sgemm(heap.buffer as ArrayBuffer, false, true, m, n, k, 1, aOffset, k, m * k, bOffset, k, 0, 0, cOffset, n, m * n, batch);
+      expectArraysClose(heap.subarray(cOffset, cOffset + batch * m * n), expected);
+    });
+
+    it('k = 0 scales C by beta without reading A or B', () => {
+      const heap = new Float32Array([1, 2, 3, 4]);
+      native.sgemm(heap.buffer, false, false, 2, 2, 0, 1, 0, 1, 0, 0, 2, 0, 0.5, 0, 2, 0, 1);
+      expect(Array.from(heap)).toEqual([0.5, 1, 1.5, 2]);
+    });
+
+    it('bounds-checks every operand against the heap and writes nothing when a check fails', () => {
+      const heap = randomArray(256, 3);
+      const before = heap.slice();
+      const call = (overrides: Partial<Record<string, number>>) => () => {
+        const p = { m: 4, n: 4, k: 4, aOffset: 0, lda: 4, strideA: 0, bOffset: 16, ldb: 4, strideB: 0, cOffset: 32, ldc: 4, strideC: 16, batch: 1, ...overrides };
+        native.sgemm(heap.buffer as ArrayBuffer, false, false, p.m, p.n, p.k, 1, p.aOffset, p.lda, p.strideA, p.bOffset, p.ldb, p.strideB, 0, p.cOffset, p.ldc, p.strideC, p.batch);
+      };
+      expect(call({ cOffset: 250 })).toThrow(/accel\.sgemm: 'c' \[250, 266\) is outside the heap of 256 floats/);
+      expect(call({ aOffset: 241 })).toThrow(/'a' .* outside the heap/);
+      expect(call({ bOffset: 256 })).toThrow(/'b' .* outside the heap/);
+      expect(call({ batch: 15 })).toThrow(/'c' .* outside the heap/); // C's batches run past the end
+      expect(call({ batch: 2, strideA: 241 })).toThrow(/'a' .* outside the heap/);
+      expect(call({ batch: 2, strideC: 8 })).toThrow(/must not make the output matrices overlap/);
+      expect(call({ lda: 3 })).toThrow(/leading dimension of 'a' \(3\) must be >= its row length 4/);
+      expect(call({ m: -1 })).toThrow(RangeError);
+      expect(call({ m: 1.5 })).toThrow(/whole number/);
+      expect(call({ aOffset: 2 ** 60 })).toThrow(RangeError);
+      expect(call({ batch: 2, strideA: 2 ** 52 })).toThrow(RangeError);
+      expect(() => native.sgemm(new Int32Array(4) as unknown as ArrayBuffer, false, false, 1, 1, 1, 1, 0, 1, 0, 0, 1, 0, 0, 0, 1, 0, 1)).toThrow(TypeError);
+      expect(Array.from(heap)).toEqual(Array.from(before));
+    });
+
+    it('accepts a Float32Array view (its whole length is the bound)', () => {
+      const heap = new Float32Array([1, 2, 3, 4, 0, 0, 0, 0]);
+      native.sgemm(heap.subarray(0, 8) as unknown as ArrayBuffer, false, false, 2, 2, 1, 1, 0, 1, 0, 2, 2, 0, 0, 4, 2, 0, 1);
+      expect(Array.from(heap.subarray(4))).toEqual([3, 4, 6, 8]);
+      expect(() => native.sgemm(heap.subarray(0, 4) as unknown as ArrayBuffer, false, false, 2, 2, 1, 1, 0, 1, 0, 2, 2, 0, 0, 4, 2, 0, 1)).toThrow(RangeError);
+    });
+  });
+
+  describe('fused elementwise kernels', () => {
+    const silu = (x: number): number => x / (1 + Math.exp(-x));
+
+    it('swiglu and its gradient match the formulas, including saturated inputs', () => {
+      const [rows, f] = [3, 5];
+      const heap = new Float32Array(256);
+      const up = randomArray(rows * 2 * f, 4).map((v) => v * 4);
+      up.set([-100, 100, 0, -87.5, 88.5], 0);
+      const dy = randomArray(rows * f, 5);
+      heap.set(up, 0);
+      heap.set(dy, 40);
+      native.swiglu(heap.buffer, 0, 60, rows, f);
+      native.swigluGrad(heap.buffer, 40, 0, 80, rows, f);
+      const out: number[] = [];
+      const dUp = new Array<number>(rows * 2 * f).fill(0);
+      for (let r = 0; r < rows; r++) {
+        for (let j = 0; j < f; j++) {
+          const a = up[r * 2 * f + j] as number;
+          const b = up[r * 2 * f + f + j] as number;
+          const g = dy[r * f + j] as number;
+          const s = 1 / (1 + Math.exp(-a));
+          out.push(silu(a) * b);
+          dUp[r * 2 * f + j] = g * b * s * (1 + a * (1 - s));
+          dUp[r * 2 * f + f + j] = g * silu(a);
+        }
+      }
+      expectArraysClose(heap.subarray(60, 60 + rows * f), out, 2e-6);
+      expectArraysClose(heap.subarray(80, 80 + rows * 2 * f), dUp, 2e-6);
+      expect(heap.subarray(60, 60 + rows * f).every(Number.isFinite)).toBe(true);
+    });
+
+    it('rmsNorm and its gradient match the formulas', () => {
+      const [rows, d, eps] = [4, 6, 1e-5];
+      const heap = new Float32Array(512);
+      const x = randomArray(rows * d, 6);
+      const weight = randomArray(d, 7);
+      const dy = randomArray(rows * d, 8);
+      heap.set(x, 0);
+      heap.set(weight, 32);
+      heap.set(dy, 40);
+      native.rmsNorm(heap.buffer, 0, 32, 100, 200, rows, d, eps);
+      native.rmsNormGrad(heap.buffer, 40, 0, 32, 200, 300, 400, rows, d);
+      const y: number[] = [];
+      const dx: number[] = [];
+      const dWeight = new Array<number>(d).fill(0);
+      for (let r = 0; r < rows; r++) {
+        const row = Array.from(x.subarray(r * d, (r + 1) * d));
+        const s = 1 / Math.sqrt(row.reduce((acc, v) => acc + v * v, 0) / d + eps);
+        const g = row.map((_, j) => (dy[r * d + j] as number) * (weight[j] as number));
+        const dot = g.reduce((acc, gj, j) => acc + gj * (row[j] as number), 0);
+        row.forEach((v, j) => {
+          y.push(v * s * (weight[j] as number));
+          dx.push(s * (g[j] as number) - (s * s * s * dot * v) / d);
+          dWeight[j] = (dWeight[j] as number) + (dy[r * d + j] as number) * v * s;
+        });
+      }
+      expectArraysClose(heap.subarray(100, 100 + rows * d), y);
+      expectArraysClose(heap.subarray(300, 300 + rows * d), dx);
+      expectArraysClose(heap.subarray(400, 400 + d), dWeight);
+    });
+
+    it('bounds-check their spans', () => {
+      const heap = new Float32Array(64);
+      expect(() => native.swiglu(heap.buffer, 0, 60, 2, 4)).toThrow(/accel\.swiglu: 'out' \[60, 68\) is outside the heap of 64 floats/);
+      expect(() => native.swigluGrad(heap.buffer, 0, 50, 0, 2, 4)).toThrow(/'up' .* outside/);
+      expect(() => native.rmsNorm(heap.buffer, 0, 62, 8, 16, 2, 4, 1e-6)).toThrow(/'weight' .* outside/);
+      expect(() => native.rmsNormGrad(heap.buffer, 0, 8, 16, 20, 30, 62, 2, 4)).toThrow(/'dWeight' .* outside/);
+      expect(() => native.swiglu(heap.buffer, 0, 8, 2 ** 31, 2 ** 31)).toThrow(RangeError);
+    });
+  });
+});

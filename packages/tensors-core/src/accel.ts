@@ -1,0 +1,319 @@
+/**
+ * Native acceleration: OpenBLAS `sgemm` (and a few fused kernels) run in place on the wasm backend's
+ * heap, through the small N-API addon in `native/accel.c`.
+ *
+ * The addon is optional at every step:
+ * - it is built by the repository's `postinstall` (`native/build.mjs`) when a C compiler and Node's
+ *   headers are present, and skipped (with one line saying why) otherwise;
+ * - it `dlopen`s the OpenBLAS runtime when the process asks for it, so a machine without OpenBLAS
+ *   loads it and reports why acceleration is off;
+ * - `MOEPP_ACCEL=off` (or `initBackend({ acceleration: false })`) keeps the wasm kernels.
+ *
+ * When acceleration is off the kit behaves exactly as before: the wasm kernel fixes do the work.
+ *
+ * Threads: OpenBLAS uses 2 threads (at most the number of cores) unless `MOEPP_BLAS_THREADS` or
+ * `initBackend({ blasThreads })` says otherwise. Idle OpenBLAS workers spin before they sleep, which
+ * steals the core the JavaScript thread needs between two products; the kit sets
+ * `OPENBLAS_THREAD_TIMEOUT` (unless you set it) so that they sleep after about 2^{@link
+ * DEFAULT_THREAD_TIMEOUT} cycles.
+ */
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { availableParallelism } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { checkNumber } from './errors.js';
+
+/** The functions of the native addon (see `native/accel.c`). Offsets and sizes count float32 elements. */
+export interface NativeAccel {
+  /** Version of the addon's exports; must equal the one this file was written for. */
+  readonly abiVersion: number;
+  /** Loads the first OpenBLAS library of `candidates` that has `cblas_sgemm`; idempotent. */
+  load(candidates: readonly string[], threads: number, threadTimeout: number): NativeLoadResult;
+  /** Sets OpenBLAS's thread count; returns the count now used. */
+  setThreads(threads: number): number;
+  /** `C[i] = alpha·op(A[i])·op(B[i]) + beta·C[i]`, row-major, for `i < batch`; stride 0 repeats a matrix. */
+  sgemm(
+    heap: ArrayBuffer,
+    transposeA: boolean,
+    transposeB: boolean,
+    m: number,
+    n: number,
+    k: number,
+    alpha: number,
+    aOffset: number,
+    lda: number,
+    strideA: number,
+    bOffset: number,
+    ldb: number,
+    strideB: number,
+    beta: number,
+    cOffset: number,
+    ldc: number,
+    strideC: number,
+    batch: number,
+  ): void;
+  /** `out[r, j] = silu(up[r, j])·up[r, F + j]` for `up` `[rows, 2F]`, `out` `[rows, F]`. */
+  swiglu(heap: ArrayBuffer, upOffset: number, outOffset: number, rows: number, f: number): void;
+  /** The gradient of {@link NativeAccel.swiglu}: `dUp` `[rows, 2F]` from `dy` `[rows, F]`. */
+  swigluGrad(heap: ArrayBuffer, dyOffset: number, upOffset: number, dUpOffset: number, rows: number, f: number): void;
+  /** `y = x·invRms·weight` per row of `x` `[rows, D]`, and `invRms` `[rows]`. */
+  rmsNorm(heap: ArrayBuffer, xOffset: number, weightOffset: number, yOffset: number, invRmsOffset: number, rows: number, d: number, eps: number): void;
+  /** The gradient of {@link NativeAccel.rmsNorm}: `dx` `[rows, D]` and `dWeight` `[D]`. */
+  rmsNormGrad(
+    heap: ArrayBuffer,
+    dyOffset: number,
+    xOffset: number,
+    weightOffset: number,
+    invRmsOffset: number,
+    dxOffset: number,
+    dWeightOffset: number,
+    rows: number,
+    d: number,
+  ): void;
+}
+
+/** What the addon's `load` returns. */
+export interface NativeLoadResult {
+  readonly ok: boolean;
+  readonly library?: string;
+  readonly error?: string;
+  readonly config?: string;
+  readonly threads?: number;
+  readonly canSetThreads?: boolean;
+}
+
+/** Whether native acceleration is active, and why (not). Part of `initBackend`'s report. */
+export interface AccelerationStatus {
+  /** True when wasm matmuls and the fused ops run on OpenBLAS. */
+  readonly active: boolean;
+  /** Why it is on or off, and when off, how to turn it on. */
+  readonly reason: string;
+  /** OpenBLAS threads, when active. */
+  readonly threads?: number;
+  /** The OpenBLAS library loaded, when active. */
+  readonly library?: string;
+  /** OpenBLAS's own build description (`openblas_get_config()`), when active. */
+  readonly config?: string;
+}
+
+/** Options of {@link configureAcceleration}. */
+export interface AccelerationOptions {
+  /** Turn acceleration on when possible. Default `true`; `MOEPP_ACCEL=off` forces `false`. */
+  readonly enabled?: boolean;
+  /**
+   * OpenBLAS threads. Default: `MOEPP_BLAS_THREADS` if set, else 2 (at most the number of cores).
+   */
+  readonly threads?: number;
+}
+
+/** The addon's export version this file expects (`ACCEL_ABI_VERSION` in `native/accel.c`). */
+export const ACCEL_ABI_VERSION = 1;
+
+/** `OPENBLAS_THREAD_TIMEOUT` the kit sets when the user has not: idle workers sleep after ~2^4 cycles. */
+export const DEFAULT_THREAD_TIMEOUT = 4;
+
+/** Default OpenBLAS threads: 2, or fewer on a machine with fewer cores. */
+export const DEFAULT_BLAS_THREADS = 2;
+
+/**
+ * The OpenBLAS runtime libraries tried, in order: Debian/Ubuntu's pthread build by path (so that an
+ * OpenMP build selected as the system default is not picked first), Fedora's pthread build, then
+ * whatever `libopenblas.so.0` the loader finds. `MOEPP_BLAS_LIBRARY` replaces the list with one path.
+ */
+export const OPENBLAS_CANDIDATES: readonly string[] = [
+  '/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0',
+  '/usr/lib/aarch64-linux-gnu/openblas-pthread/libopenblas.so.0',
+  'libopenblasp.so.0',
+  'libopenblas.so.0',
+  'libopenblas.so',
+];
+
+const ENABLE_HINT = 'to enable it on Debian/Ubuntu: `apt-get install libopenblas0-pthread`';
+
+/** The addon's path, relative to this file (the same from `src/` and from `dist/`). */
+const ADDON_URL = new URL('../native/build/Release/accel.node', import.meta.url);
+
+interface AccelState {
+  /** The addon, once required (null: not built or failed to load; see `addonError`). */
+  addon: NativeAccel | null | undefined;
+  addonError: string;
+  /** The OpenBLAS load result, once tried. */
+  blas: NativeLoadResult | undefined;
+  /** The current status; `active` is what the kernels read. */
+  status: AccelerationStatus;
+  /** Set by {@link withAcceleration} in tests: overrides `status.active` to false while > 0. */
+  suspended: number;
+}
+
+const STATE_KEY = Symbol.for('@moepp/tensors-core/acceleration');
+
+/** Module state kept on `globalThis`, so two copies of this package agree (the addon is one per process). */
+function state(): AccelState {
+  const holder = globalThis as unknown as Record<symbol, AccelState | undefined>;
+  let existing = holder[STATE_KEY];
+  if (existing === undefined) {
+    existing = {
+      addon: undefined,
+      addonError: '',
+      blas: undefined,
+      status: { active: false, reason: 'not configured yet: initBackend() turns it on when it can' },
+      suspended: 0,
+    };
+    holder[STATE_KEY] = existing;
+  }
+  return existing;
+}
+
+/**
+ * The native addon if it is built and loads (whether or not OpenBLAS is present), else null. For
+ * the addon's own tests; the kernels use {@link activeAccel}.
+ *
+ * @returns the addon or null
+ */
+export function loadAddon(): NativeAccel | null {
+  const current = state();
+  if (current.addon !== undefined) return current.addon;
+  current.addon = null;
+  const addonPath = fileURLToPath(ADDON_URL);
+  if (!existsSync(addonPath)) {
+    current.addonError =
+      "the native addon is not built (`npm ci` builds it when a C compiler and Node's headers are present); " +
+      'to enable it on Debian/Ubuntu: `apt-get install gcc libopenblas0-pthread`, then `npm run build:native`';
+    return null;
+  }
+  try {
+    const required = createRequire(import.meta.url)(addonPath) as NativeAccel;
+    if (required.abiVersion !== ACCEL_ABI_VERSION) {
+      current.addonError = `the native addon is out of date (version ${String(required.abiVersion)}, expected ${ACCEL_ABI_VERSION}): run \`npm run build:native\``;
+      return null;
+    }
+    current.addon = required;
+  } catch (error) {
+    current.addonError = `the native addon failed to load (${error instanceof Error ? error.message.split('\n')[0] : String(error)}); rebuild it with \`npm run build:native\``;
+  }
+  return current.addon;
+}
+
+function defaultThreads(): number {
+  return Math.max(1, Math.min(DEFAULT_BLAS_THREADS, availableParallelism()));
+}
+
+/**
+ * The thread count from `MOEPP_BLAS_THREADS`, or undefined when unset.
+ *
+ * @throws ConfigError when it is set to something other than a whole number >= 1
+ */
+function threadsFromEnvironment(): number | undefined {
+  const text = process.env.MOEPP_BLAS_THREADS;
+  if (text === undefined || text.trim() === '') return undefined;
+  return checkNumber('MOEPP_BLAS_THREADS', 'value', Number(text), { integer: true, min: 1, max: 1024 });
+}
+
+/** True when `MOEPP_ACCEL` asks for the fallback (`off`, `0`, `false`, `no`). */
+export function accelerationDisabledByEnvironment(): boolean {
+  const value = (process.env.MOEPP_ACCEL ?? '').trim().toLowerCase();
+  return value === 'off' || value === '0' || value === 'false' || value === 'no';
+}
+
+/**
+ * Turns native acceleration on (when it can) or off, and reports the outcome. `initBackend` calls
+ * it; call it directly to change the thread count later. Loading happens once per process: OpenBLAS
+ * is never unloaded, only unused.
+ *
+ * @param options - see {@link AccelerationOptions}
+ * @returns the new status (also what {@link accelerationStatus} returns from now on)
+ * @throws ConfigError for a thread count that is not a whole number in [1, 1024] (option or `MOEPP_BLAS_THREADS`)
+ */
+export function configureAcceleration(options: AccelerationOptions = {}): AccelerationStatus {
+  const current = state();
+  const requestedThreads =
+    options.threads !== undefined
+      ? checkNumber('configureAcceleration', 'threads', options.threads, { integer: true, min: 1, max: 1024 })
+      : threadsFromEnvironment() ?? defaultThreads();
+  if (accelerationDisabledByEnvironment()) {
+    current.status = { active: false, reason: `disabled by MOEPP_ACCEL=${process.env.MOEPP_ACCEL ?? ''}` };
+    return current.status;
+  }
+  if (options.enabled === false) {
+    current.status = { active: false, reason: 'disabled by the acceleration option' };
+    return current.status;
+  }
+  if (process.platform !== 'linux') {
+    current.status = { active: false, reason: `native acceleration is available on Linux only (this is ${process.platform})` };
+    return current.status;
+  }
+  const addon = loadAddon();
+  if (addon === null) {
+    current.status = { active: false, reason: current.addonError };
+    return current.status;
+  }
+  const explicit = process.env.MOEPP_BLAS_LIBRARY;
+  const candidates = explicit !== undefined && explicit.trim() !== '' ? [explicit.trim()] : OPENBLAS_CANDIDATES;
+  if (current.blas === undefined || !current.blas.ok) {
+    current.blas = addon.load(candidates, requestedThreads, DEFAULT_THREAD_TIMEOUT);
+  }
+  const blas = current.blas;
+  if (!blas.ok) {
+    current.status = {
+      active: false,
+      reason: `the OpenBLAS runtime was not found (tried ${candidates.join(', ')}); ${ENABLE_HINT}`,
+    };
+    return current.status;
+  }
+  const threads = addon.setThreads(requestedThreads);
+  current.status = {
+    active: true,
+    reason: `OpenBLAS sgemm on the wasm heap, ${threads} thread${threads === 1 ? '' : 's'}`,
+    threads,
+    ...(blas.library !== undefined ? { library: blas.library } : {}),
+    ...(blas.config !== undefined ? { config: blas.config } : {}),
+  };
+  return current.status;
+}
+
+/**
+ * Marks acceleration inactive with a reason (for backends and settings that do not use it).
+ *
+ * @param reason - why it is off
+ * @returns the new status
+ */
+export function deactivateAcceleration(reason: string): AccelerationStatus {
+  const current = state();
+  current.status = { active: false, reason };
+  return current.status;
+}
+
+/** @returns the current acceleration status (see {@link configureAcceleration}) */
+export function accelerationStatus(): AccelerationStatus {
+  const current = state();
+  return current.suspended > 0 ? { active: false, reason: 'suspended by withAcceleration(false, ...)' } : current.status;
+}
+
+/**
+ * The addon, when acceleration is active; the kernels call this on every run.
+ *
+ * @returns the addon, or null when the wasm kernels should do the work
+ */
+export function activeAccel(): NativeAccel | null {
+  const current = state();
+  return current.status.active && current.suspended === 0 ? (current.addon ?? null) : null;
+}
+
+/**
+ * Runs `fn` with acceleration suspended (`enabled` false), for tests and benchmarks that compare
+ * both paths in one process. With `enabled` true it just runs `fn` (acceleration stays as configured).
+ *
+ * @param enabled - false to run `fn` on the wasm kernels even when acceleration is active
+ * @param fn - the code to run; may be async
+ * @returns whatever `fn` returns
+ */
+export async function withAcceleration<T>(enabled: boolean, fn: () => T | Promise<T>): Promise<T> {
+  if (enabled) return await fn();
+  const current = state();
+  current.suspended++;
+  try {
+    return await fn();
+  } finally {
+    current.suspended--;
+  }
+}
