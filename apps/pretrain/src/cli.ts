@@ -11,10 +11,11 @@
  *     npm run pretrain -- export --checkpoint DIR --out hf/   /   import --from hf/ --out DIR
  */
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { isAbsolute, join, resolve } from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { ConfigError } from '@moepp/tensors-core';
+import { writeFileAtomically } from '@moepp/models';
 import { readConfigFile, resolveRunConfig, type RunConfig } from './config.js';
 import { InterruptedRun, runComparison, STDERR, STDOUT, type Output } from './compare.js';
 import { runSweep, SWEEPS, type SweepName } from './sweep.js';
@@ -143,7 +144,7 @@ interface RunRecord {
 async function startRun(record: RunRecord, resume: boolean, json: boolean): Promise<void> {
   const output: Output = json ? STDERR : STDOUT;
   await mkdir(record.config.out, { recursive: true });
-  if (!resume) await writeFile(join(record.config.out, 'run.json'), `${JSON.stringify(record, null, 2)}\n`);
+  if (!resume) await writeFileAtomically(join(record.config.out, 'run.json'), `${JSON.stringify(record, null, 2)}\n`);
   let result: unknown;
   switch (record.command) {
     case 'compare':

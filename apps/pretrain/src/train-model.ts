@@ -4,10 +4,10 @@
  * own metrics file (so a resumed run is summarised over all its steps).
  */
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TrainBatcher, type TextData } from '@moepp/data';
-import { countModelFlops, countModelParameters, createModel, ffnShare, MoeLayer, type ModelConfig } from '@moepp/models';
+import { countModelFlops, countModelParameters, createModel, ffnShare, MoeLayer, writeFileAtomically, type ModelConfig } from '@moepp/models';
 import { readMetricsFile, Trainer, type EvalRecord, type StepRecord } from '@moepp/trainers';
 import type { RunConfig } from './config.js';
 import type { ModelResult, RoutingSummary } from './results.js';
@@ -165,8 +165,7 @@ export async function trainModel(
         ...(evals.find((e) => e.step === s.step) ? { validationLoss: evals.find((e) => e.step === s.step)!.loss } : {}),
       })),
     };
-    await writeFile(`${resultPath}.tmp`, `${JSON.stringify(result, null, 2)}\n`);
-    await rename(`${resultPath}.tmp`, resultPath);
+    await writeFileAtomically(resultPath, `${JSON.stringify(result, null, 2)}\n`);
     return { result, dir: modelDir };
   } finally {
     model.dispose();

@@ -2,9 +2,10 @@
  * Writes a run's report folder: `results.json`, `report.md`, SVG charts and an `index.html` that shows
  * them together. Every number in report.md is formatted from the same records as results.json.
  */
-import { mkdir, rename, writeFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { TopLevelSpec } from 'vega-lite';
+import { writeFileAtomically } from '@moepp/models';
 import type { AnalysisResults, ComparisonResults } from '../results.js';
 import { lossCurveChart, loadHeatmapChart, partOfSpeechChart, renderSvg, tauChart, throughputChart } from './charts.js';
 import { markdownTable } from './format.js';
@@ -20,12 +21,6 @@ export interface ReportFiles {
   readonly html: string;
   /** Chart file names (inside `dir/charts`). */
   readonly charts: readonly string[];
-}
-
-async function writeAtomic(path: string, content: string): Promise<void> {
-  const temporary = `${path}.${process.pid}.tmp`;
-  await writeFile(temporary, content);
-  await rename(temporary, path);
 }
 
 function settingsTable(settings: Readonly<Record<string, string | number | boolean>>): string {
@@ -62,7 +57,7 @@ async function writeFolder(
 ): Promise<ReportFiles> {
   await mkdir(join(dir, 'charts'), { recursive: true });
   const svgs = await Promise.all(section.charts.map((c) => renderSvg(c.spec)));
-  await Promise.all(section.charts.map((c, i) => writeAtomic(join(dir, 'charts', c.file), svgs[i]!)));
+  await Promise.all(section.charts.map((c, i) => writeFileAtomically(join(dir, 'charts', c.file), svgs[i]!)));
   const env = `${environment.date} · ${environment.machine} · Node ${environment.node} · ${environment.backend}`;
   const markdown = [
     `# ${title}`,
@@ -104,9 +99,9 @@ ${tableHtml({ title: '', header: ['setting', 'value'], rows: Object.entries(sett
     html: join(dir, 'index.html'),
     charts: section.charts.map((c) => c.file),
   };
-  await writeAtomic(files.json, `${JSON.stringify(json, null, 2)}\n`);
-  await writeAtomic(files.markdown, markdown);
-  await writeAtomic(files.html, html);
+  await writeFileAtomically(files.json, `${JSON.stringify(json, null, 2)}\n`);
+  await writeFileAtomically(files.markdown, markdown);
+  await writeFileAtomically(files.html, html);
   return files;
 }
 

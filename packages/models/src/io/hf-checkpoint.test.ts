@@ -9,8 +9,18 @@ import { DecoderLM, createModel } from '../decoder.js';
 import { MoeLayer } from '../moe-layer.js';
 import { presetConfig } from '../presets.js';
 import type { ModelConfig, ModelConfigInput } from '../config.js';
-import { CHECKPOINT_FORMAT_VERSION, exportCheckpoint, importCheckpoint } from './hf-checkpoint.js';
-import { CheckpointError, readSafetensorsFile, writeSafetensorsFile, type DecodedTensor, type SafetensorsInput } from './safetensors.js';
+import {
+  CHECKPOINT_FORMAT_VERSION,
+  assignModelWeights,
+  exportCheckpoint,
+  fromTorchLayout,
+  importCheckpoint,
+  matchModelWeights,
+  modelToSafetensors,
+  toTorchLayout,
+  torchShape,
+} from './hf-checkpoint.js';
+import { CheckpointError, readSafetensorsFile, writeSafetensorsFile, type DecodedSafetensors, type DecodedTensor, type SafetensorsInput } from './safetensors.js';
 
 // Fault injection for the atomicity tests: a failing rename into the final folder, a weights write that
 // fails half-way. Both delegate to the real functions unless a test arms them.
@@ -863,5 +873,139 @@ describe('exportCheckpoint: atomic', () => {
     model.dispose();
     await expect(exportCheckpoint(model, join(root, 'x'))).rejects.toThrow(/disposed/);
     expect(await readdir(root)).toEqual([]);
+  });
+});
+
+describe('PyTorch layout and model.safetensors, shared with the trainer', () => {
+  /** A named parameter over a fresh variable; the caller disposes it. */
+  function parameterOf(name: string, values: number[], shape: number[], transposed: boolean) {
+    return { name, variable: tf.variable(tf.tensor(values, shape, 'float32')), transposed };
+  }
+
+  it('transposes an nn.Linear weight by hand: kit [in, out] <-> PyTorch [out, in]; others keep their layout', () => {
+    const linear = parameterOf('w', [1, 2, 3, 4, 5, 6], [2, 3], true); // kit [in 2, out 3]
+    const norm = parameterOf('g', [1, 2, 3], [3], false);
+    expect(torchShape(linear)).toEqual([3, 2]);
+    expect(torchShape(norm)).toEqual([3]);
+    const kit = new Float32Array([1, 2, 3, 4, 5, 6]); // [[1, 2, 3], [4, 5, 6]]
+    const torch = toTorchLayout(linear, kit);
+    expect(Array.from(torch)).toEqual([1, 4, 2, 5, 3, 6]); // [[1, 4], [2, 5], [3, 6]]
+    expect(Array.from(fromTorchLayout(linear, torch))).toEqual([1, 2, 3, 4, 5, 6]);
+    const same = toTorchLayout(norm, new Float32Array([7, 8, 9]));
+    expect(Array.from(same)).toEqual([7, 8, 9]);
+    // New arrays, never views of the input.
+    expect(toTorchLayout(norm, same)).not.toBe(same);
+    expect(fromTorchLayout(norm, same)).not.toBe(same);
+    tf.dispose([linear.variable, norm.variable]);
+  });
+
+  it('layout errors name the op and the parameter', () => {
+    const cube = parameterOf('cube', Array.from({ length: 8 }, () => 0), [2, 2, 2], true);
+    const linear = parameterOf('w', [1, 2, 3, 4, 5, 6], [2, 3], true);
+    expect(() => torchShape(cube)).toThrow(new CheckpointError("torchShape: parameter 'cube' is marked transposed but has shape [2, 2, 2]; only a rank-2 weight can be"));
+    expect(() => toTorchLayout(linear, new Float32Array(5))).toThrow(/toTorchLayout: parameter 'w' of shape \[2, 3\] needs a Float32Array of 6 values, got 5 values/);
+    expect(() => fromTorchLayout(linear, new Int32Array(6) as unknown as Float32Array)).toThrow(/fromTorchLayout: parameter 'w' .* got a Int32Array/);
+    tf.dispose([cube.variable, linear.variable]);
+  });
+
+  it('modelToSafetensors gives exactly the tensors exportCheckpoint writes', async () => {
+    const model = createModel(smokeMoepp(), 3);
+    const before = tf.memory().numTensors;
+    const tensors = modelToSafetensors(model);
+    expect(tf.memory().numTensors).toBe(before);
+    await exportCheckpoint(model, join(root, 'ckpt'));
+    const written = await fileTensors(join(root, 'ckpt', 'model.safetensors'));
+    expect(Object.keys(tensors).sort()).toEqual([...written.keys()].sort());
+    for (const [name, tensor] of written) {
+      expect(tensors[name]!.shape, name).toEqual(tensor.shape);
+      expectSameValues(tensors[name]!.data as Float32Array, tensor.data as Float32Array, name);
+    }
+    model.dispose();
+    await expect(Promise.resolve().then(() => modelToSafetensors(model))).rejects.toThrow(/modelToSafetensors: parameter '.*' has been disposed/);
+  });
+
+  it('matchModelWeights checks without assigning; assignModelWeights then loads the exact values, leak-free', async () => {
+    const source = createModel(smokeMoepp(), 1);
+    const target = createModel(smokeMoepp(), 2);
+    const path = join(root, 'model.safetensors');
+    await writeSafetensorsFile(path, modelToSafetensors(source));
+    const decoded = await readSafetensorsFile(path);
+    const targetBefore = parameterValues(target);
+    const tensorsBefore = tf.memory().numTensors;
+    const weights = matchModelWeights(target, decoded, path);
+    expect(weights.map((w) => w.parameter.name)).toEqual(target.parameters().map((p) => p.name));
+    const unchanged = parameterValues(target);
+    for (const [name, values] of targetBefore) expectSameValues(unchanged.get(name), values, `before assigning: ${name}`);
+    assignModelWeights(weights);
+    expect(tf.memory().numTensors).toBe(tensorsBefore);
+    const loaded = parameterValues(target);
+    for (const [name, values] of parameterValues(source)) expectSameValues(loaded.get(name), values, name);
+    source.dispose();
+    target.dispose();
+  });
+
+  it('matchModelWeights is strict by default; officialExtras accepts rotary buffers and a tied lm_head copy', async () => {
+    const model = createModel({ ...smokeMoepp(), tieEmbeddings: true }, 4);
+    const tensors = modelToSafetensors(model);
+    const embedding = tensors['model.embed_tokens.weight']!;
+    const decoded = (extra: Record<string, SafetensorsInput>): DecodedSafetensors => ({
+      tensors: new Map(Object.entries({ ...tensors, ...extra }).map(([name, t]) => [name, { dtype: 'F32', shape: [...t.shape], data: t.data as Float32Array }])),
+      metadata: {},
+    });
+    const rotary = { 'model.layers.0.self_attn.rotary_emb.inv_freq': { dtype: 'F32', shape: [8], data: new Float32Array(8) } } as const;
+    const head = { 'lm_head.weight': { ...embedding } };
+    expect(() => matchModelWeights(model, decoded(rotary), 'f.safetensors')).toThrow(
+      /^matchModelWeights: f\.safetensors: 1 unexpected tensor\(s\) 'model\.layers\.0\.self_attn\.rotary_emb\.inv_freq' \[8\], which the model has no parameter for$/,
+    );
+    expect(() => matchModelWeights(model, decoded(head), 'f.safetensors')).toThrow(/unexpected tensor\(s\) 'lm_head.weight'/);
+    expect(matchModelWeights(model, decoded({ ...rotary, ...head }), 'f.safetensors', { officialExtras: true })).toHaveLength(model.parameters().length);
+    const otherHead = { 'lm_head.weight': { ...embedding, data: Float32Array.from(embedding.data as Float32Array, (v) => v + 1) } };
+    expect(() => matchModelWeights(model, decoded(otherHead), 'f.safetensors', { officialExtras: true })).toThrow(/f\.safetensors: tensor 'lm_head.weight' differs/);
+    model.dispose();
+  });
+
+  it('matchModelWeights names the file and the tensor: missing (with its PyTorch shape), integer, mis-shaped, non-finite', () => {
+    const model = createModel(smokeMoepp(), 5);
+    const tensors = modelToSafetensors(model);
+    const UP = 'model.layers.1.mlp.moe.experts.experts.2.up_proj.weight';
+    const decoded = (edit: (map: Map<string, DecodedTensor>) => void): DecodedSafetensors => {
+      const map = new Map<string, DecodedTensor>(Object.entries(tensors).map(([name, t]) => [name, { dtype: 'F32', shape: [...t.shape], data: Float32Array.from(t.data) }]));
+      edit(map);
+      return { tensors: map, metadata: {} };
+    };
+    const before = parameterValues(model);
+    expect(() => matchModelWeights(model, decoded((m) => m.delete(UP)), 'f.safetensors')).toThrow(
+      `matchModelWeights: f.safetensors: 1 model parameter tensor(s) are missing, e.g. '${UP}' [256, 64] (each missing tensor with the PyTorch shape the model expects)`,
+    );
+    expect(() => matchModelWeights(model, decoded((m) => m.set('model.norm.weight', { dtype: 'I32', shape: [64], data: new Int32Array(64) })), 'f.safetensors')).toThrow(
+      "matchModelWeights: f.safetensors: tensor 'model.norm.weight' has integer dtype I32",
+    );
+    expect(() => matchModelWeights(model, decoded((m) => m.set(UP, { dtype: 'F32', shape: [64, 256], data: new Float32Array(64 * 256) })), 'f.safetensors')).toThrow(
+      `matchModelWeights: f.safetensors: tensor '${UP}' has shape [64, 256], expected [256, 64] (PyTorch layout, nn.Linear [out, in])`,
+    );
+    const withInfinity = decoded((m) => {
+      (m.get('model.norm.weight')!.data as Float32Array)[3] = Number.NEGATIVE_INFINITY;
+    });
+    expect(() => matchModelWeights(model, withInfinity, 'f.safetensors')).toThrow(
+      "matchModelWeights: f.safetensors: tensor 'model.norm.weight' holds a non-finite value (-Infinity at element 3)",
+    );
+    expect(() => matchModelWeights(model, { tensors: {} } as unknown as DecodedSafetensors, 'f.safetensors')).toThrow(/'decoded' must be decoded safetensors/);
+    const after = parameterValues(model);
+    for (const [name, values] of before) expectSameValues(after.get(name), values, `nothing assigned: ${name}`);
+    model.dispose();
+  });
+
+  it('assignModelWeights checks every value before assigning any', () => {
+    const model = createModel(smokeMoepp(), 6);
+    const parameters = model.parameters();
+    const before = parameterValues(model);
+    const weights = parameters.map((parameter, i) => ({
+      parameter,
+      data: new Float32Array(i === parameters.length - 1 ? 1 : torchShape(parameter).reduce((a, b) => a * b, 1)).fill(0.5),
+    }));
+    expect(() => assignModelWeights(weights)).toThrow(`assignModelWeights: the value of parameter '${parameters[parameters.length - 1]!.name}' must be a Float32Array of`);
+    const after = parameterValues(model);
+    for (const [name, values] of before) expectSameValues(after.get(name), values, name);
+    model.dispose();
   });
 });

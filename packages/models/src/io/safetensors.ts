@@ -554,9 +554,9 @@ async function readExactly(handle: FileHandle, position: number, length: number,
 /**
  * Encodes tensors and writes them to `path` atomically ({@link writeFileAtomically}): the bytes go to a
  * temporary file in the same directory (`.<name>.<pid>.<random>.tmp`), which is flushed to disk (fsync)
- * and then renamed over `path`. Readers see either the old file or the complete new one, never a partial file; if anything
- * fails the temporary file is removed and an existing file at `path` is left untouched. A symlink at
- * `path` is replaced by a regular file.
+ * and then renamed over `path`. Readers see either the old file or the complete new one, never a partial
+ * file; if anything fails the temporary file is removed and an existing file at `path` is left
+ * untouched. A symlink at `path` is replaced by a regular file.
  *
  * @param path - the destination file
  * @param tensors - tensors by name, as for {@link encodeSafetensors}
