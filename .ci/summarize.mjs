@@ -7,7 +7,7 @@ const root = new URL('..', import.meta.url).pathname;
 const folders = ['packages', 'apps']
   .filter((group) => existsSync(join(root, group)))
   .flatMap((group) => readdirSync(join(root, group)).map((name) => join(group, name)))
-  .concat(['benchmarks']);
+  .concat(['benchmarks', 'examples']);
 
 let passed = 0;
 let failed = 0;

@@ -11,7 +11,7 @@
  * labels depend on the input non-linearly. Both models print their loss as it falls and how the MoE++
  * layer spread the last batch's tokens over its experts (4 FFN, 2 constant, 1 copy, 1 zero).
  *
- * Run it:   npm run example:byom -w @moepp/examples             (about 20 s on 2 cores)
+ * Run it:   npm run example:byom -w @moepp/examples             (20–40 s on 2 cores)
  *           npm run example:byom -w @moepp/examples -- --quick  (the shorter run the test uses)
  *
  * Shapes: `N` examples (= tokens for the MoE layer), `I` input features (8), `D` model width (32),

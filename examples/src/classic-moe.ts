@@ -13,7 +13,7 @@
  *   4. A table of the test accuracy of each expert and of the mixture. The mixture beats every expert:
  *      the gate learns which expert knows which part of the input space.
  *
- * Run it:   npm run example:classic -w @moepp/examples             (about 30 s on 2 cores)
+ * Run it:   npm run example:classic -w @moepp/examples             (under a minute on 2 cores)
  *           npm run example:classic -w @moepp/examples -- --quick  (the smaller run the test uses)
  *
  * Everything random (data, initial weights, batch order, dropout masks) comes from `SeededRandom`, so a

@@ -85,12 +85,16 @@ export type RunConfig = z.infer<typeof runConfigSchema>;
 /** The preset of `npm run pretrain` with no flags: its comparison fits in 10 minutes on 2 CPU cores. */
 export const DEFAULT_PRESET = 'nano';
 
-/** Per-preset defaults chosen so that `compare` fits its time budget on 2 CPU cores. */
+/**
+ * Per-preset defaults chosen so that `compare` fits its time budget on 2 CPU cores. `small` trains 4
+ * sequences of 256 tokens per step: its dense variant's activations for 16 × 256 tokens pass the wasm
+ * backend's 2 GB heap.
+ */
 export const PRESET_DEFAULTS: Readonly<Record<RunConfig['preset'], Partial<RunConfig>>> = {
   smoke: { tokenizer: 'bytes', corpus: 'moby-dick', steps: 30, batchSize: 8, seqLen: 64, evalEvery: 15, validationWindows: 16, warmupSteps: 5, learningRate: 3e-3 },
   nano: { tokenizer: 'bytes', corpus: 'sotu', steps: 150, batchSize: 16, seqLen: 128, evalEvery: 50, validationWindows: 32, warmupSteps: 15, learningRate: 2e-3 },
   tiny: { tokenizer: 'bytes', corpus: 'sotu', steps: 300, batchSize: 16, seqLen: 128, evalEvery: 100, validationWindows: 32, warmupSteps: 30, learningRate: 1.5e-3 },
-  small: { tokenizer: 1024, corpus: 'sotu', steps: 1000, batchSize: 16, seqLen: 256, evalEvery: 200, validationWindows: 64, warmupSteps: 100, learningRate: 1e-3 },
+  small: { tokenizer: 1024, corpus: 'sotu', steps: 1000, batchSize: 4, seqLen: 256, evalEvery: 200, validationWindows: 64, warmupSteps: 100, learningRate: 1e-3 },
 };
 
 /** Defaults that do not depend on the preset. */

@@ -186,5 +186,6 @@ export function officialCompatibility(config: ModelConfig): string[] {
   if (!moe.gatingResidual) reasons.push('gating residuals off: the official code always applies gate_map');
   if (moe.zeroGateRule !== 'drop-and-renormalize') reasons.push("zero gate rule 'raw-softmax': the official code drops the zero expert's gate and renormalises");
   if (moe.capacityFactor !== null) reasons.push('a capacity factor: the official inference code is dropless');
+  if (moe.interval !== 1) reasons.push(`MoE interval ${moe.interval}: the official dense MLP takes no gate_residual argument, so its code runs interval 1 only`);
   return reasons;
 }
