@@ -37,14 +37,24 @@ export interface Configuration {
   readonly backend: 'cpu' | 'wasm';
   /** Register the kit's kernel fixes (`true`) or run stock tfjs (`false`: no kit kernels or gradients). */
   readonly kernelFixes: boolean;
+  /**
+   * Native acceleration (OpenBLAS `sgemm` on the wasm heap, see `initBackend`): `true` asks for it (the
+   * configuration's cases are skipped, with the reason, when it is not available), `false` turns it off,
+   * absent leaves `initBackend`'s default (on when available).
+   */
+  readonly acceleration?: boolean;
 }
 
-/** The configurations the kit's benchmarks compare. */
+/**
+ * The configurations the kit's benchmarks compare. `wasmFixes` is the kit's wasm kernels alone (native
+ * acceleration off); `wasmNative` adds native acceleration, the kit's default where OpenBLAS is installed.
+ */
 export const CONFIGURATIONS = {
   cpuStock: { id: 'cpu-stock', label: 'cpu stock', backend: 'cpu', kernelFixes: false },
   cpuFixes: { id: 'cpu-fixes', label: 'cpu with fixes', backend: 'cpu', kernelFixes: true },
   wasmStock: { id: 'wasm-stock', label: 'wasm stock', backend: 'wasm', kernelFixes: false },
-  wasmFixes: { id: 'wasm-fixes', label: 'wasm with fixes', backend: 'wasm', kernelFixes: true },
+  wasmFixes: { id: 'wasm-fixes', label: 'wasm with fixes', backend: 'wasm', kernelFixes: true, acceleration: false },
+  wasmNative: { id: 'wasm-native', label: 'wasm with fixes + native (OpenBLAS)', backend: 'wasm', kernelFixes: true, acceleration: true },
 } as const satisfies Record<string, Configuration>;
 
 /**
@@ -217,6 +227,8 @@ export interface ConfigurationRecord extends Configuration {
   readonly activeBackend: string;
   /** The kernel fixes that were active (empty for stock). */
   readonly activeKernelFixes: readonly string[];
+  /** Native acceleration as `initBackend` reported it: active or not, why, threads, library. */
+  readonly accelerationStatus?: Readonly<{ active: boolean; reason: string; threads?: number; library?: string }>;
 }
 
 /** The outcome of one case on one configuration. */
@@ -314,8 +326,27 @@ export function environmentRecord(): EnvironmentRecord {
  * @throws ConfigError from `initBackend` if the backend cannot be initialised
  */
 export async function useConfiguration(configuration: Configuration): Promise<ConfigurationRecord> {
-  const report = await initBackend({ backend: configuration.backend, kernelFixes: configuration.kernelFixes });
-  return { ...configuration, activeBackend: report.backend, activeKernelFixes: report.kernelFixes };
+  const report = await initBackend({
+    backend: configuration.backend,
+    kernelFixes: configuration.kernelFixes,
+    ...(configuration.acceleration !== undefined ? { acceleration: configuration.acceleration } : {}),
+  });
+  const { active, reason, threads, library } = report.acceleration;
+  return {
+    ...configuration,
+    activeBackend: report.backend,
+    activeKernelFixes: report.kernelFixes,
+    accelerationStatus: { active, reason, ...(threads !== undefined ? { threads } : {}), ...(library !== undefined ? { library } : {}) },
+  };
+}
+
+/**
+ * @param configuration - a configuration as set up
+ * @returns why its cases cannot run (native acceleration asked for but unavailable), or null
+ */
+function unavailable(configuration: ConfigurationRecord): string | null {
+  if (configuration.acceleration !== true || configuration.accelerationStatus?.active !== false) return null;
+  return `native acceleration is off here: ${configuration.accelerationStatus.reason}`;
 }
 
 /**
@@ -559,7 +590,16 @@ export async function runBenchmark(
   for (const configuration of definition.configurations) {
     const record = await useConfiguration(configuration);
     configurations.push(record);
-    log(`## ${configuration.label}: backend '${record.activeBackend}', kernel fixes: ${record.activeKernelFixes.join(', ') || 'none'}`);
+    log(
+      `## ${configuration.label}: backend '${record.activeBackend}', kernel fixes: ${record.activeKernelFixes.join(', ') || 'none'}; ` +
+        `native acceleration: ${record.accelerationStatus?.active ? record.accelerationStatus.reason : `off (${record.accelerationStatus?.reason ?? 'unknown'})`}`,
+    );
+    const missing = unavailable(record);
+    if (missing !== null) {
+      for (const c of definition.cases) results.push({ case: c.name, configuration: configuration.id, status: 'skipped', message: missing });
+      log(`  every case skipped: ${missing}`);
+      continue;
+    }
     const session = definition.setup ? await definition.setup(configuration, { quick, log }) : undefined;
     const firstResult = results.length;
     try {
@@ -755,7 +795,9 @@ export function renderMarkdown(result: BenchmarkResult, definition: Pick<Benchma
       (result.loadAverageEnd ? `, ${result.loadAverageEnd.join(', ')} at the end` : ''),
   );
   for (const c of result.configurations) {
-    lines.push(`- ${c.label}: backend '${c.activeBackend}', kernel fixes ${c.activeKernelFixes.length > 0 ? c.activeKernelFixes.join(', ') : 'off'}`);
+    const status = c.accelerationStatus;
+    const native = status ? `; native acceleration ${status.active ? `on: ${status.reason}` : `off: ${status.reason}`}` : '';
+    lines.push(`- ${c.label}: backend '${c.activeBackend}', kernel fixes ${c.activeKernelFixes.length > 0 ? c.activeKernelFixes.join(', ') : 'off'}${native}`);
   }
   lines.push(
     `- each cell: median time of the timed runs (min–max) and GFLOP/s; results read back before the clock stops`,

@@ -13,10 +13,11 @@
  *
  * GFLOP counts only the matmuls (`2·M·K·N` each); elementwise work is not counted.
  *
- * Time budget: the whole `npm run bench` must finish in 10 minutes on 2 cores, so full mode times the
- * slow stock configurations with few runs, and skips the two stock-cpu cases that take minutes per run
- * (`unsortedSegmentSum`: 119.5 s, the MoE step: 263.5 s, last measured on 2026-11-25); their skip
- * message cites those numbers. `--quick` skips stock cpu altogether.
+ * Time budget: the whole `npm run bench` must finish in 10 minutes on 2 cores, so full mode times cpu
+ * once per case and stock wasm with few runs, and skips the cpu cases that take minutes or tens of
+ * seconds per run (stock `unsortedSegmentSum`: 119.5 s; the MoE step: 263.5 s stock, 24.1 s with the
+ * fixes; last measured on 2026-11-25); their skip messages cite those numbers. `--quick` skips cpu
+ * altogether and the FFN cases on stock wasm.
  *
  * Run alone: `tsx --conditions=source src/kernels.ts [--quick] [--out <dir>]`.
  */
@@ -73,6 +74,10 @@ export interface KernelsBenchmarkOptions {
 
 const STOCK_CPU_IS_SLOW = 'skipped in --quick mode (cpu takes seconds to minutes here)';
 const NO_CPU_FIX = 'n/a (no cpu fix applies)';
+const STOCK_WASM_FFN_IS_SLOW = 'skipped in --quick mode (seconds per run on stock wasm)';
+/** Full-mode skip of the MoE step on cpu with fixes (the fixes make the scatter fast, not the matmuls). */
+const MINUTES_ON_CPU_WITH_FIXES =
+  'skipped: 24.1 s for one run on 2026-11-25 (the cpu matmuls stay slow), too long for the 10-minute budget of npm run bench';
 /** Full-mode skips of the stock-cpu cases that take minutes, with the last measured time. */
 const MINUTES_ON_STOCK_CPU = (lastRun: string): string =>
   `skipped: one run takes minutes on stock cpu (${lastRun} for one run on 2026-11-25), too long for the 10-minute budget of npm run bench`;
@@ -185,15 +190,19 @@ export function kernelsBenchmark(options: KernelsBenchmarkOptions = {}): Benchma
     (configuration: Configuration, quick: boolean): TimingPlan | string => {
       if (fixed) return fixed;
       if (configuration.backend === 'cpu' && quick) return STOCK_CPU_IS_SLOW;
-      if (configuration.id === CONFIGURATIONS.cpuFixes.id) return { warmup: 0, minRepetitions: 1, maxRepetitions: 1 };
+      if (configuration.id === CONFIGURATIONS.cpuFixes.id) return stockCpuSkip === null ? NO_CPU_FIX : MINUTES_ON_CPU_WITH_FIXES;
       if (configuration.id === CONFIGURATIONS.cpuStock.id) return stockCpuSkip ?? { warmup: 0, minRepetitions: 1, maxRepetitions: 1 };
       return defaultTiming(configuration, quick);
     };
   // Cases no cpu fix changes: skip the cpu-with-fixes column.
   const noCpuFix = (configuration: Configuration, quick: boolean): TimingPlan | string =>
     configuration.id === CONFIGURATIONS.cpuFixes.id ? NO_CPU_FIX : (fixed ?? defaultTiming(configuration, quick));
-  const noCpuFixSlow = (configuration: Configuration, quick: boolean): TimingPlan | string =>
-    configuration.id === CONFIGURATIONS.cpuFixes.id ? NO_CPU_FIX : slowOnStockCpu(null)(configuration, quick);
+  // The FFN cases: seconds per run on stock wasm too, so --quick leaves stock out.
+  const noCpuFixSlow = (configuration: Configuration, quick: boolean): TimingPlan | string => {
+    if (configuration.id === CONFIGURATIONS.cpuFixes.id) return NO_CPU_FIX;
+    if (!fixed && quick && configuration.id === CONFIGURATIONS.wasmStock.id) return STOCK_WASM_FFN_IS_SLOW;
+    return slowOnStockCpu(null)(configuration, quick);
+  };
 
   const cases: BenchmarkCase[] = [
     matmulCase(`matmul NN [${m},${k}]·[${k},${n}]`, [m, k], [k, n], false, false, matmulFlops(m, k, n), seed),
@@ -226,6 +235,8 @@ export function kernelsBenchmark(options: KernelsBenchmarkOptions = {}): Benchma
     timing: (configuration, quick) => {
       if (fixed) return fixed;
       if (configuration.id === CONFIGURATIONS.cpuStock.id) return quick ? STOCK_CPU_IS_SLOW : MINUTES_ON_STOCK_CPU('119.5 s');
+      // With the fix, cpu takes milliseconds here: time it like wasm with fixes.
+      if (configuration.id === CONFIGURATIONS.cpuFixes.id) return defaultTiming(CONFIGURATIONS.wasmFixes, quick);
       return defaultTiming(configuration, quick);
     },
     prepare: () => {
@@ -339,15 +350,19 @@ export function kernelsBenchmark(options: KernelsBenchmarkOptions = {}): Benchma
 }
 
 /**
- * Default timing: stock cpu (seconds per matmul, no JIT warm-up to speak of) gets two runs and no
- * warm-up; wasm gets a warm-up and a budget of 1.5 s (at least 3 runs: the slow stock-wasm cases take
- * 1–4 s each); quick mode fewer still.
+ * Default timing: cpu (a second or more per matmul, no JIT warm-up to speak of) gets one run and no
+ * warm-up (none in quick mode); stock wasm (naive loops, 1–4 s per slow case) two runs without warm-up
+ * (one in quick mode); wasm with fixes two warm-ups and at least 3 runs, up to a budget of 1.5 s (quick:
+ * one warm-up, 2–3 runs).
  */
-function defaultTiming(configuration: Configuration, quick: boolean): TimingPlan {
+function defaultTiming(configuration: Configuration, quick: boolean): TimingPlan | string {
   if (configuration.backend === 'cpu') {
+    return quick ? STOCK_CPU_IS_SLOW : { warmup: 0, minRepetitions: 1, maxRepetitions: 1 };
+  }
+  if (!configuration.kernelFixes) {
     return quick ? { warmup: 0, minRepetitions: 1, maxRepetitions: 1 } : { warmup: 0, minRepetitions: 2, maxRepetitions: 2 };
   }
-  return quick ? { warmup: 1, minRepetitions: 2, maxRepetitions: 5, budgetMs: 1000 } : { warmup: 1, minRepetitions: 3, maxRepetitions: 12, budgetMs: 1500 };
+  return quick ? { warmup: 1, minRepetitions: 2, maxRepetitions: 3, budgetMs: 500 } : { warmup: 2, minRepetitions: 3, maxRepetitions: 12, budgetMs: 1500 };
 }
 
 /**

@@ -20,8 +20,18 @@
  * `sum(output · dy)` over the input and every layer weight, all gradients read back), for T = 1024 and
  * 4096 tokens. The cases of one (E, T, pass) are timed round-robin so that the machine's load hits
  * MoE and MoE++ alike. The summary gives tokens/s, the layer's own expert-forward time, the speed-up over
- * the MoE at the same E (by CPU time, the steadier clock on a shared machine, and by wall time), the
- * ideal `1/r` and measured/ideal.
+ * the MoE at the same E (medians of wall time; also from CPU time and from the fastest runs), the ideal
+ * `1/r` and measured/ideal.
+ *
+ * Configurations: wasm with the kit's fixes, and the same with native acceleration (OpenBLAS `sgemm` on
+ * the wasm heap, the kit's default where OpenBLAS is installed; skipped with the reason elsewhere). To
+ * fit the time budget, the trained-router cases run on wasm with fixes only and (in full mode) at
+ * T = 4096 only, and `--quick` runs wasm with fixes at T = 1024 and E = 8 only, with the routers of the
+ * smallest and largest tau trained for 60 steps.
+ *
+ * Which clock: the process's CPU time where the work runs on one thread (wasm with fixes: the time the
+ * process waited for a core while other jobs ran does not count), wall time where OpenBLAS runs two
+ * threads (native acceleration). Both are in the JSON, with the speed-up from each case's fastest run.
  *
  * After the timed runs, a profile of the largest T splits the forward pass into the layer's steps,
  * timed one call at a time with the same ops (`router`, `dispatch plan`, `gather`, `FFN experts`,
@@ -32,7 +42,7 @@
  * Run alone: `tsx --conditions=source src/layer.ts [--quick] [--out <dir>]`.
  */
 import * as tf from '@tensorflow/tfjs';
-import { planDispatch, randomNormal, SeededRandom } from '@moepp/tensors-core';
+import { accelerationStatus, planDispatch, randomNormal, SeededRandom } from '@moepp/tensors-core';
 import { DEFAULT_MOE_SETTINGS, ffnShare, MoeLayer, uniformAssignment, type MoeForwardOptions, type MoeSettings } from '@moepp/models';
 import { isMainModule, parseBenchmarkArgs, USAGE } from './cli.js';
 import {
@@ -45,7 +55,7 @@ import {
   type BenchmarkResult,
   type BenchmarkSession,
   type BenchmarkSummary,
-  type CaseResult,
+  type Configuration,
   type PreparedCase,
   type TimingPlan,
   type TimingStats,
@@ -67,7 +77,7 @@ export const PAPER_TABLE3: Readonly<Record<number, Readonly<Record<string, numbe
 export interface RouterTrainingOptions {
   /** Optimiser steps (Adam). Default 200. */
   readonly steps: number;
-  /** Steps in `--quick` mode. Default 100. */
+  /** Steps in `--quick` mode. Default 60. */
   readonly quickSteps: number;
   /** Tokens per step. Default 256. */
   readonly batchTokens: number;
@@ -75,8 +85,6 @@ export interface RouterTrainingOptions {
   readonly learningRate: number;
   /** Clusters the tokens are drawn from (centre ~ N(0, I), noise std 0.5, then RMS-normalised). Default 64. */
   readonly clusters: number;
-  /** FFN expert counts whose routers are trained in `--quick` mode. Default `[8]`. */
-  readonly quickFfnExperts: readonly number[];
 }
 
 /** Options of {@link layerBenchmark}. */
@@ -95,6 +103,8 @@ export interface LayerBenchmarkOptions {
   readonly tokens?: readonly number[];
   /** The token counts that also run in `--quick` mode. Default: the smallest of `tokens`. */
   readonly quickTokens?: readonly number[];
+  /** The FFN expert counts that run in `--quick` mode. Default `[8]`. */
+  readonly quickFfnExperts?: readonly number[];
   /** Passes. Default both. */
   readonly passes?: readonly LayerPass[];
   /** Router training of the trained-routing cases; `null` for no such cases. */
@@ -105,16 +115,21 @@ export interface LayerBenchmarkOptions {
   readonly profile?: boolean;
   /** Seed of every weight and input. Default 1. */
   readonly seed?: number;
+  /** Configurations. Default wasm with fixes, and wasm with fixes + native acceleration. */
+  readonly configurations?: readonly Configuration[];
+  /** Configurations (ids) the trained-router cases run on. Default wasm with fixes only (time budget). */
+  readonly trainedOn?: readonly string[];
+  /** Configurations (ids) that run in `--quick` mode. Default wasm with fixes only. */
+  readonly quickConfigurations?: readonly string[];
 }
 
 /** Default router training. */
 export const DEFAULT_ROUTER_TRAINING: RouterTrainingOptions = {
   steps: 200,
-  quickSteps: 100,
+  quickSteps: 60,
   batchTokens: 256,
   learningRate: 0.01,
   clusters: 64,
-  quickFfnExperts: [8],
 };
 
 /** Which layer a case runs. */
@@ -399,11 +414,15 @@ export function layerBenchmark(options: LayerBenchmarkOptions = {}): BenchmarkDe
   const taus = options.taus ?? [0.1, 0.25, 0.5, 0.75, 1];
   const tokenCounts = options.tokens ?? [1024, 4096];
   const quickTokens = options.quickTokens ?? [Math.min(...tokenCounts)];
+  const maxTokens = Math.max(...tokenCounts);
   const passes = options.passes ?? (['forward', 'forward+backward'] as const);
   const training: RouterTrainingOptions | null = options.training === null ? null : { ...DEFAULT_ROUTER_TRAINING, ...options.training };
   const seed = options.seed ?? 1;
   const profile = options.profile ?? true;
   const fixed = options.timing;
+  const configurations = options.configurations ?? [CONFIGURATIONS.wasmFixes, CONFIGURATIONS.wasmNative];
+  const trainedOn = options.trainedOn ?? [CONFIGURATIONS.wasmFixes.id];
+  const quickConfigurations = options.quickConfigurations ?? [CONFIGURATIONS.wasmFixes.id];
 
   const variantsOf = (ffnExperts: number): Variant[] => {
     const forced: Variant[] = [
@@ -421,10 +440,12 @@ export function layerBenchmark(options: LayerBenchmarkOptions = {}): BenchmarkDe
   /** Forced-routing MoE++ cases share one layer per E (the forced share is a forward option). */
   const layerKey = (variant: Variant): string =>
     variant.routing === 'forced' ? `${variant.family}-${variant.ffnExperts}-forced` : variantKey(variant);
-  const trainedInQuick = (variant: Variant): boolean => training !== null && training.quickFfnExperts.includes(variant.ffnExperts);
+  const quickFfnExperts = options.quickFfnExperts ?? [8];
+  // --quick trains the routers of the extreme taus only (and the MoE's).
+  const quickTrainedTaus = [Math.min(...taus), Math.max(...taus)];
+  const trainedInQuick = (variant: Variant): boolean => variant.tau === null || quickTrainedTaus.includes(variant.tau);
 
   let session: LayerSession | null = null;
-  let quickRun = false;
   const caseMeta = new Map<string, { variant: Variant; tokens: number; pass: LayerPass }>();
   const cases: BenchmarkCase[] = [];
   for (const tokens of [...tokenCounts].sort((a, b) => a - b)) {
@@ -450,12 +471,20 @@ export function layerBenchmark(options: LayerBenchmarkOptions = {}): BenchmarkDe
               intermediateSize,
               topK: DEFAULT_MOE_SETTINGS.topK,
             },
-            timing: (_configuration, quick) => {
+            timing: (configuration, quick) => {
+              if (variant.routing === 'trained' && !trainedOn.includes(configuration.id)) {
+                return `trained routers are timed on ${trainedOn.join(', ')} only (time budget)`;
+              }
               if (fixed) return fixed;
+              if (quick && !quickConfigurations.includes(configuration.id)) return 'skipped in --quick mode';
               if (quick && !quickTokens.includes(tokens)) return `skipped in --quick mode (T=${tokens})`;
-              if (quick && variant.routing === 'trained' && !trainedInQuick(variant)) return `skipped in --quick mode (trained routers: E=${training?.quickFfnExperts.join(', ')} only)`;
+              if (quick && !quickFfnExperts.includes(ffnExperts)) return `skipped in --quick mode (E=${quickFfnExperts.join(', ')} only)`;
+              if (quick && variant.routing === 'trained' && !trainedInQuick(variant)) {
+                return `skipped in --quick mode (trained routers: tau=${quickTrainedTaus.join(', ')} only)`;
+              }
+              if (!quick && variant.routing === 'trained' && tokens !== maxTokens) return `trained routers are timed at T=${maxTokens} in full mode (time budget)`;
               if (quick) return { warmup: 1, minRepetitions: 2, maxRepetitions: 3, budgetMs: 3000 };
-              return tokens >= 4096 ? { warmup: 1, minRepetitions: 3, maxRepetitions: 3 } : { warmup: 1, minRepetitions: 3, maxRepetitions: 5, budgetMs: 8000 };
+              return tokens >= 4096 ? { warmup: 1, minRepetitions: 4, maxRepetitions: 4 } : { warmup: 1, minRepetitions: 3, maxRepetitions: 5, budgetMs: 5000 };
             },
             prepare: () => {
               const current = session;
@@ -507,14 +536,18 @@ export function layerBenchmark(options: LayerBenchmarkOptions = {}): BenchmarkDe
       `MoE with E FFN experts vs MoE++ with the same E plus 1 zero, 1 copy and 2 constant experts, E in {${ffnExpertCounts.join(', ')}}; ` +
       `routing forced to the FFN share r = tau·E/(tau·E+4) for tau in {${taus.join(', ')}}` +
       (training ? `, and the layer's own router trained ${training.steps} steps on 0.01·L_b(tau) + 0.001·L_z` : '') +
-      `; forward and forward+backward, T in {${tokenCounts.join(', ')}} tokens. Cases of one (E, T, pass) are timed round-robin.`,
-    configurations: [CONFIGURATIONS.wasmFixes],
+      `; forward and forward+backward, T in {${tokenCounts.join(', ')}} tokens. Cases of one (E, T, pass) are timed round-robin. ` +
+      `Trained routers run on ${trainedOn.join(', ')} only.`,
+    configurations,
     cases,
     interleave: true,
     timing: () => fixed ?? { warmup: 1, minRepetitions: 3, maxRepetitions: 5 },
-    setup: async (_configuration, { quick, log }) => {
-      quickRun = quick;
-      const tokensRun = fixed || !quick ? tokenCounts : quickTokens;
+    setup: async (configuration, { quick, log }) => {
+      const quickRun = quick && !fixed;
+      // Nothing runs here in --quick mode: build no layers, profile nothing.
+      if (quickRun && !quickConfigurations.includes(configuration.id)) return { dispose: () => {} };
+      const tokensRun = quickRun ? quickTokens : tokenCounts;
+      const expertCountsRun = quickRun ? ffnExpertCounts.filter((e) => quickFfnExperts.includes(e)) : ffnExpertCounts;
       const rng = new SeededRandom(seed);
       const centres = randomNormal([training?.clusters ?? DEFAULT_ROUTER_TRAINING.clusters, hiddenSize], rng) as tf.Tensor2D; // [C, D]
       const inputs = new Map<number, { x: tf.Tensor2D; dy: tf.Tensor2D }>();
@@ -524,11 +557,12 @@ export function layerBenchmark(options: LayerBenchmarkOptions = {}): BenchmarkDe
       const layers = new Map<string, MoeLayer>();
       const trainingRecords: RouterTrainingRecord[] = [];
       try {
-        for (const ffnExperts of ffnExpertCounts) {
+        for (const ffnExperts of expertCountsRun) {
           for (const variant of variantsOf(ffnExperts)) {
             const key = layerKey(variant);
             if (layers.has(key)) continue;
-            if (variant.routing === 'trained' && quick && !fixed && !trainedInQuick(variant)) continue;
+            if (variant.routing === 'trained' && !trainedOn.includes(configuration.id)) continue;
+            if (variant.routing === 'trained' && quickRun && !trainedInQuick(variant)) continue;
             // The same seed per E: every layer of one E starts from the same FFN expert weights.
             const layer = new MoeLayer(
               { hiddenSize, intermediateSize, initializerRange: 0.02, ...moeSettings(variant) },
@@ -536,7 +570,7 @@ export function layerBenchmark(options: LayerBenchmarkOptions = {}): BenchmarkDe
             );
             layers.set(key, layer);
             if (variant.routing === 'trained' && training) {
-              const steps = quick ? training.quickSteps : training.steps;
+              const steps = quickRun ? training.quickSteps : training.steps;
               const started = performance.now();
               const { firstLoss, lastLoss } = trainRouter(layer, centres, training, steps, seed + 100);
               const achievedShare: Record<string, number> = {};
@@ -573,9 +607,12 @@ export function layerBenchmark(options: LayerBenchmarkOptions = {}): BenchmarkDe
       centres.dispose();
       session = { layers, inputs, training: trainingRecords, tokensRun };
       const handle: BenchmarkSession = {
-        afterCases: async (results) => {
+        afterCases: async () => {
           const data: Record<string, unknown> = { routerTraining: trainingRecords };
-          if (profile && session) data.profile = await profileLayers(session, ffnExpertCounts, taus, variantsOf, layerKey, results, log);
+          const status = accelerationStatus();
+          const clock = status.active && (status.threads ?? 1) > 1 ? 'wall' : 'cpu';
+          const runs = quickRun ? 1 : 3;
+          if (profile && session) data.profile = await profileLayers(session, expertCountsRun, variantsOf, layerKey, clock, runs, log);
           return data;
         },
         dispose: () => {
@@ -586,8 +623,23 @@ export function layerBenchmark(options: LayerBenchmarkOptions = {}): BenchmarkDe
       };
       return handle;
     },
-    summarize: (result) => summarizeLayer(result, caseMeta, quickRun),
+    summarize: (result) => summarizeLayer(result, caseMeta),
   };
+}
+
+/** The profile written to the JSON under `sessions['wasm-fixes'].profile`. */
+export interface LayerProfile {
+  /** T of the profiled runs (the largest T run). */
+  readonly tokens: number;
+  /** Forward passes per layer whose step times are medianed. */
+  readonly runs: number;
+  readonly variants: readonly VariantProfile[];
+  /** The clock of the step times and rates (`cpu` on one thread, `wall` with OpenBLAS threads). */
+  readonly clock: 'cpu' | 'wall';
+  /** One FFN expert's speed on the batch it gets at each share (see {@link expertRate}). */
+  readonly expertRates: readonly ExpertRate[];
+  /** The routers' one-hot comparison at this T, per E (see {@link oneHotCheck}). */
+  readonly oneHotChecks: readonly OneHotCheck[];
 }
 
 /** The profile of one variant at one T. */
@@ -598,10 +650,10 @@ export interface VariantProfile {
   readonly tau: number | null;
   readonly routing: 'forced' | 'trained';
   readonly tokens: number;
-  /** Median over the profiled runs of each forward step, CPU ms. */
+  /** Median over the profiled runs of each forward step, wall ms. */
+  readonly forwardPhasesMs: Readonly<Record<string, number>>;
+  /** The same, CPU ms of the process (all threads). */
   readonly forwardPhasesCpuMs: Readonly<Record<string, number>>;
-  /** The same, wall ms. */
-  readonly forwardPhasesWallMs: Readonly<Record<string, number>>;
   /** Kernels of the router alone (`tf.profile`), ms by kernel. */
   readonly routerKernelsMs: Readonly<Record<string, number>>;
   /** Kernels of one forward + backward (`tf.profile`), ms by kernel. */
@@ -611,25 +663,27 @@ export interface VariantProfile {
 async function profileLayers(
   session: LayerSession,
   ffnExpertCounts: readonly number[],
-  taus: readonly number[],
   variantsOf: (ffnExperts: number) => Variant[],
   layerKey: (variant: Variant) => string,
-  results: readonly CaseResult[],
+  clock: 'cpu' | 'wall',
+  runs: number,
   log: (line: string) => void,
-): Promise<{ tokens: number; runs: number; variants: VariantProfile[] }> {
+): Promise<LayerProfile> {
   const tokens = Math.max(...session.tokensRun);
   const input = session.inputs.get(tokens) as { x: tf.Tensor2D; dy: tf.Tensor2D };
-  const runs = 3;
   const profiles: VariantProfile[] = [];
+  const expertRates: ExpertRate[] = [];
   const started = performance.now();
-  void taus;
-  void results;
   for (const ffnExperts of ffnExpertCounts) {
     for (const variant of variantsOf(ffnExperts)) {
       if (variant.routing !== 'forced') continue;
       const layer = session.layers.get(layerKey(variant));
       if (layer === undefined) continue;
       const share = idealShare(variant);
+      const rows = Math.round((tokens * layer.config.topK * share) / ffnExperts);
+      if (!expertRates.some((rate) => rate.ffnExperts === ffnExperts && rate.rows === rows)) {
+        expertRates.push({ ffnExperts, share: round(share, 4), ...expertRate(layer, rows, clock) });
+      }
       const samples = Array.from({ length: runs }, () => timeForwardPhases(layer, input.x, share));
       const medianOf = (pick: (p: PhaseTimes) => Readonly<Record<string, number>>) =>
         Object.fromEntries(FORWARD_PHASES.map((phase) => [phase, round(median(samples.map((s) => pick(s)[phase] ?? 0)), 3)]));
@@ -649,19 +703,124 @@ async function profileLayers(
         tau: variant.tau,
         routing: variant.routing,
         tokens,
+        forwardPhasesMs: medianOf((p) => p.wallMs),
         forwardPhasesCpuMs: medianOf((p) => p.cpuMs),
-        forwardPhasesWallMs: medianOf((p) => p.wallMs),
         routerKernelsMs,
         forwardBackwardKernelsMs,
       });
     }
   }
+  const oneHotChecks = ffnExpertCounts.map((ffnExperts) => oneHotCheck(tokens, 2, ffnExperts + 4));
   log(`  profiled ${profiles.length} layers at T=${tokens} in ${formatMs(performance.now() - started)}`);
-  return { tokens, runs, variants: profiles };
+  return { tokens, runs, clock, variants: profiles, expertRates, oneHotChecks };
+}
+
+/** How fast one FFN expert runs on the batch it gets at a given FFN share. */
+export interface ExpertRate {
+  readonly ffnExperts: number;
+  /** The FFN share the batch size follows from. */
+  readonly share: number;
+  /** Rows of one expert's batch: `T·K·share / E`. */
+  readonly rows: number;
+  /** One forward of the expert (`up`, SwiGLU, `down`), ms on the profile's clock, median of 5 after 2 warm-ups. */
+  readonly ms: number;
+  /** Its matmul FLOPs (`6·D·F` per row) over that time. */
+  readonly gflopsPerSecond: number;
+  /** Time per row, µs. */
+  readonly microsecondsPerRow: number;
+}
+
+/**
+ * Times the first FFN expert of a layer on a batch of `rows` tokens.
+ *
+ * @param layer - the layer
+ * @param rows - the batch size
+ * @param clock - which clock to read
+ * @returns the rate
+ */
+function expertRate(layer: MoeLayer, rows: number, clock: 'cpu' | 'wall'): Omit<ExpertRate, 'ffnExperts' | 'share'> {
+  const expert = layer.experts.find((e) => e.kind === 'ffn');
+  if (expert === undefined || rows < 1) return { rows, ms: Number.NaN, gflopsPerSecond: Number.NaN, microsecondsPerRow: Number.NaN };
+  const { hiddenSize, intermediateSize } = layer.config;
+  const x = randomNormal([rows, hiddenSize], new SeededRandom(rows)) as tf.Tensor2D; // [n, D]
+  const samples: number[] = [];
+  try {
+    for (let i = 0; i < 7; i++) {
+      const cpuStart = process.cpuUsage();
+      const start = performance.now();
+      const y = expert.apply(x);
+      y.dataSync();
+      const wall = performance.now() - start;
+      const cpu = process.cpuUsage(cpuStart);
+      y.dispose();
+      if (i >= 2) samples.push(clock === 'cpu' ? (cpu.user + cpu.system) / 1000 : wall);
+    }
+  } finally {
+    x.dispose();
+  }
+  const ms = median(samples);
+  return {
+    rows,
+    ms: round(ms, 3),
+    gflopsPerSecond: round((6 * hiddenSize * intermediateSize * rows) / (ms * 1e6), 2),
+    microsecondsPerRow: round((1000 * ms) / rows, 3),
+  };
+}
+
+/** How long the routers' one-hot comparison takes, against two ways to get the same values. */
+export interface OneHotCheck {
+  /** `[N, K, E]`. */
+  readonly shape: readonly [number, number, number];
+  /** `tf.equal(expandDims(indices, -1), range(E))`: int32, broadcast (what `oneHotFloat` in `@moepp/routers` does). CPU ms. */
+  readonly equalBroadcastMs: number;
+  /** The same comparison on two `[N, K, E]` int32 tensors (no broadcasting). CPU ms. */
+  readonly equalSameShapeMs: number;
+  /** `tf.oneHot(indices, E)`. CPU ms. */
+  readonly oneHotMs: number;
+}
+
+/**
+ * Times the one-hot comparison the routers use (median of 5 after 2 warm-ups, CPU ms).
+ *
+ * @param tokens - N
+ * @param topK - K
+ * @param experts - E
+ * @returns the three timings
+ */
+export function oneHotCheck(tokens: number, topK: number, experts: number): OneHotCheck {
+  const indices = tf.tensor2d(Array.from({ length: tokens * topK }, (_, i) => i % experts), [tokens, topK], 'int32'); // [N, K]
+  const expanded = tf.expandDims(indices, -1); // [N, K, 1]
+  const range = tf.range(0, experts, 1, 'int32'); // [E]
+  const tiledIndices = tf.tile(expanded, [1, 1, experts]); // [N, K, E]
+  const tiledRange = tf.tidy(() => tf.tile(tf.reshape(range, [1, 1, experts]), [tokens, topK, 1])); // [N, K, E]
+  const time = (fn: () => tf.Tensor): number => {
+    const samples: number[] = [];
+    for (let i = 0; i < 7; i++) {
+      const cpuStart = process.cpuUsage();
+      const out = fn();
+      out.dataSync();
+      const cpu = process.cpuUsage(cpuStart);
+      out.dispose();
+      if (i >= 2) samples.push((cpu.user + cpu.system) / 1000);
+    }
+    return round(median(samples), 3);
+  };
+  try {
+    return {
+      shape: [tokens, topK, experts],
+      equalBroadcastMs: time(() => tf.equal(expanded, range)),
+      equalSameShapeMs: time(() => tf.equal(tiledIndices, tiledRange)),
+      oneHotMs: time(() => tf.oneHot(indices, experts)),
+    };
+  } finally {
+    tf.dispose([indices, expanded, range, tiledIndices, tiledRange]);
+  }
 }
 
 /** One row of the layer-throughput summary. */
 export interface LayerThroughputRow {
+  /** Configuration id (`wasm-fixes`, `wasm-native`). */
+  readonly configuration: string;
   readonly ffnExperts: number;
   readonly tokens: number;
   readonly pass: LayerPass;
@@ -672,18 +831,28 @@ export interface LayerThroughputRow {
   readonly idealFfnShare: number;
   /** The share of slots that reached FFN experts in the timed runs. */
   readonly achievedFfnShare: number;
+  /** Median wall time of one pass, ms, and its spread `(max − min) / median` in percent. */
   readonly medianMs: number;
-  readonly cpuMedianMs: number;
   readonly spreadPercent: number;
+  /** Median CPU time of the process during one pass, ms (all threads: OpenBLAS's too). */
+  readonly cpuMedianMs: number;
   readonly repetitions: number;
-  /** Tokens per second of wall time, and of CPU time. */
+  /** Tokens per second (median wall time). */
   readonly tokensPerSecond: number;
-  readonly tokensPerCpuSecond: number;
-  /** The layer's own `expertForwardMs` (dispatch, experts, combine; forward part only), median. */
+  /** The layer's own `expertForwardMs` (dispatch plan, gathers, experts, combine; forward part only), median. */
   readonly expertForwardMs: number | null;
-  /** MoE time / this time at the same E, T, pass and routing kind: by CPU time (primary) and wall time. */
+  /**
+   * The measured speed-up: MoE time / this time at the same configuration, E, T, pass and kind of routing,
+   * medians on the configuration's clock (see `clock`).
+   */
   readonly speedup: number | null;
+  /** `'cpu'` (one thread: the process's CPU time) or `'wall'` (OpenBLAS threads: wall time). */
+  readonly clock: 'cpu' | 'wall';
+  /** The speed-up from median wall times, and from median CPU times. */
   readonly speedupWall: number | null;
+  readonly speedupCpu: number | null;
+  /** The speed-up from each case's fastest run (wall time; the least disturbed by other jobs). */
+  readonly speedupBest: number | null;
   /** MoE expert-forward ms / this expert-forward ms (the paper's Table 3 measure). */
   readonly expertForwardSpeedup: number | null;
   /** `1 / r` (forced) or `1 / achieved share` (trained). */
@@ -696,11 +865,12 @@ export interface LayerThroughputRow {
 
 /** Where measured/ideal fell below the target, and why. */
 export interface Shortfall {
+  readonly configuration: string;
   readonly row: string;
   readonly measuredOverIdeal: number;
-  /** The steps (forward) or kernels (forward+backward) whose time did not shrink with r, largest first. */
+  /** The steps (forward) or kernels (forward+backward) whose time did not shrink with r, largest excess first. */
   readonly excess: ReadonlyArray<{ readonly name: string; readonly moeMs: number; readonly moeppMs: number; readonly excessMs: number }>;
-  /** The FFN experts' own speed-up in the profile (forward), vs 1/r. */
+  /** How much faster the FFN experts themselves ran (forward steps) or the matmuls (forward+backward kernels), vs 1/r. */
   readonly ffnExpertSpeedup: number | null;
   readonly text: string;
 }
@@ -708,25 +878,22 @@ export interface Shortfall {
 /** Target of the issue: measured/ideal at least this at every tau. */
 export const TARGET_MEASURED_OVER_IDEAL = 0.9;
 
-function summarizeLayer(
-  result: BenchmarkResult,
-  caseMeta: ReadonlyMap<string, { variant: Variant; tokens: number; pass: LayerPass }>,
-  quick: boolean,
-): BenchmarkSummary {
-  void quick;
+type CaseMeta = ReadonlyMap<string, { variant: Variant; tokens: number; pass: LayerPass }>;
+
+function summarizeLayer(result: BenchmarkResult, caseMeta: CaseMeta): BenchmarkSummary {
   const ok = result.results.filter((r) => r.status === 'ok' && r.stats);
   const rows: LayerThroughputRow[] = [];
-  const find = (ffnExperts: number, tokens: number, pass: LayerPass, variant: Partial<Variant>): CaseResult | undefined =>
+  const baselineOf = (configuration: string, ffnExperts: number, tokens: number, pass: LayerPass, routing: Variant['routing']) =>
     ok.find((r) => {
       const meta = caseMeta.get(r.case);
       return (
+        r.configuration === configuration &&
         meta !== undefined &&
+        meta.variant.family === 'moe' &&
         meta.variant.ffnExperts === ffnExperts &&
         meta.tokens === tokens &&
         meta.pass === pass &&
-        meta.variant.family === variant.family &&
-        meta.variant.routing === variant.routing &&
-        (variant.tau === undefined || meta.variant.tau === variant.tau)
+        meta.variant.routing === routing
       );
     });
   for (const r of ok) {
@@ -737,13 +904,16 @@ function summarizeLayer(
     const info = r.info ?? {};
     const expertForwardMs = typeof info.expertForwardMsMedian === 'number' ? info.expertForwardMsMedian : null;
     const achieved = typeof info.achievedFfnShare === 'number' ? info.achievedFfnShare : idealShare(variant);
-    const baseline = find(variant.ffnExperts, tokens, pass, { family: 'moe', routing: variant.routing });
+    const baseline = baselineOf(r.configuration, variant.ffnExperts, tokens, pass, variant.routing);
     const baselineStats = baseline?.stats;
     const baselineExpert = typeof baseline?.info?.expertForwardMsMedian === 'number' ? baseline.info.expertForwardMsMedian : null;
-    const cpu = stats.cpuMedianMs ?? stats.medianMs;
-    const speedup = baselineStats ? (baselineStats.cpuMedianMs ?? baselineStats.medianMs) / cpu : null;
+    const clock = clockOf(result, r.configuration);
+    const speedupWall = baselineStats ? baselineStats.medianMs / stats.medianMs : null;
+    const speedupCpu = baselineStats?.cpuMedianMs !== undefined && stats.cpuMedianMs ? baselineStats.cpuMedianMs / stats.cpuMedianMs : null;
+    const speedup = clock === 'cpu' ? speedupCpu : speedupWall;
     const idealSpeedup = 1 / (variant.routing === 'forced' ? idealShare(variant) : achieved);
     rows.push({
+      configuration: r.configuration,
       ffnExperts: variant.ffnExperts,
       tokens,
       pass,
@@ -753,14 +923,16 @@ function summarizeLayer(
       idealFfnShare: round(idealShare(variant), 4),
       achievedFfnShare: round(achieved, 4),
       medianMs: round(stats.medianMs, 3),
-      cpuMedianMs: round(cpu, 3),
       spreadPercent: round(stats.spreadPercent, 1),
+      cpuMedianMs: round(stats.cpuMedianMs ?? Number.NaN, 3),
       repetitions: stats.repetitions,
       tokensPerSecond: round((tokens * 1000) / stats.medianMs, 0),
-      tokensPerCpuSecond: round((tokens * 1000) / cpu, 0),
       expertForwardMs,
       speedup: speedup === null ? null : round(speedup, 3),
-      speedupWall: baselineStats ? round(baselineStats.medianMs / stats.medianMs, 3) : null,
+      clock,
+      speedupWall: speedupWall === null ? null : round(speedupWall, 3),
+      speedupCpu: speedupCpu === null ? null : round(speedupCpu, 3),
+      speedupBest: baselineStats ? round(baselineStats.minMs / stats.minMs, 3) : null,
       expertForwardSpeedup: baselineExpert !== null && expertForwardMs !== null && expertForwardMs > 0 ? round(baselineExpert / expertForwardMs, 3) : null,
       idealSpeedup: round(idealSpeedup, 3),
       measuredOverIdeal: speedup === null ? null : round(speedup / idealSpeedup, 3),
@@ -768,17 +940,29 @@ function summarizeLayer(
     });
   }
 
-  const profile = Object.values(result.sessions ?? {})[0]?.profile as { tokens: number; variants: VariantProfile[] } | undefined;
+  const profiles = new Map<string, LayerProfile>();
+  for (const [configuration, session] of Object.entries(result.sessions ?? {})) {
+    if (session.profile) profiles.set(configuration, session.profile as LayerProfile);
+  }
   const shortfalls = rows
     .filter((row) => row.family === 'moepp' && row.measuredOverIdeal !== null && row.measuredOverIdeal < TARGET_MEASURED_OVER_IDEAL)
-    .map((row) => explainShortfall(row, profile));
+    .map((row) => explainShortfall(row, profiles.get(row.configuration)));
 
   const data = { target: TARGET_MEASURED_OVER_IDEAL, rows, shortfalls };
-  return { data, markdown: layerMarkdown(rows, shortfalls, profile) };
+  return { data, markdown: layerMarkdown(result, rows, shortfalls, profiles) };
+}
+
+/**
+ * The clock a configuration's speed-ups are read on: CPU time when the work runs on one thread, wall
+ * time when OpenBLAS adds threads (their CPU time adds up, and idle workers spin).
+ */
+function clockOf(result: BenchmarkResult, configuration: string): 'cpu' | 'wall' {
+  const status = result.configurations.find((c) => c.id === configuration)?.accelerationStatus;
+  return status?.active && (status.threads ?? 1) > 1 ? 'wall' : 'cpu';
 }
 
 function rowLabel(row: LayerThroughputRow): string {
-  return `E=${row.ffnExperts} T=${row.tokens} ${row.pass} ${row.routing} tau=${row.tau ?? '–'}`;
+  return `E=${row.ffnExperts} T=${row.tokens} ${row.pass}, ${row.routing} routing, tau=${row.tau ?? '–'}`;
 }
 
 /** Excess of each part: MoE++ time minus what perfect scaling (MoE time · share) would leave. */
@@ -797,41 +981,70 @@ function excessOf(
     .sort((a, b) => b.excessMs - a.excessMs);
 }
 
-function explainShortfall(row: LayerThroughputRow, profile: { tokens: number; variants: VariantProfile[] } | undefined): Shortfall {
+function explainShortfall(row: LayerThroughputRow, profile: LayerProfile | undefined): Shortfall {
   const label = rowLabel(row);
   const head = `${label}: measured ${row.speedup?.toFixed(2)}× vs ideal ${row.idealSpeedup.toFixed(2)}× (${row.measuredOverIdeal?.toFixed(2)})`;
   const moe = profile?.variants.find((v) => v.family === 'moe' && v.ffnExperts === row.ffnExperts);
   const moepp = profile?.variants.find((v) => v.family === 'moepp' && v.ffnExperts === row.ffnExperts && v.tau === row.tau);
-  if (!profile || !moe || !moepp) {
-    return { row: label, measuredOverIdeal: row.measuredOverIdeal ?? Number.NaN, excess: [], ffnExpertSpeedup: null, text: `${head}; no profile for this layer.` };
-  }
-  const share = row.idealFfnShare;
-  const at = profile.tokens === row.tokens ? '' : ` (profile at T=${profile.tokens})`;
+  const base = { configuration: row.configuration, row: label, measuredOverIdeal: row.measuredOverIdeal ?? Number.NaN };
+  if (!profile || !moe || !moepp) return { ...base, excess: [], ffnExpertSpeedup: null, text: `${head}; no profile of this layer.` };
+  const share = row.routing === 'forced' ? row.idealFfnShare : row.achievedFfnShare;
+  const at =
+    (profile.tokens === row.tokens ? '' : `; profile at T=${profile.tokens}`) +
+    (row.routing === 'trained' ? `; profile of forced routing at r=${row.idealFfnShare.toFixed(3)}, scaled by the achieved share ${share.toFixed(3)}` : '');
   if (row.pass === 'forward') {
-    const excess = excessOf(moe.forwardPhasesCpuMs, moepp.forwardPhasesCpuMs, share);
-    const ffnMoe = moe.forwardPhasesCpuMs['FFN experts'] ?? 0;
-    const ffnMoepp = moepp.forwardPhasesCpuMs['FFN experts'] ?? 0;
+    const phasesOf = (v: VariantProfile) => (row.clock === 'cpu' ? v.forwardPhasesCpuMs : v.forwardPhasesMs);
+    const excess = excessOf(phasesOf(moe), phasesOf(moepp), share);
+    const ffnMoe = phasesOf(moe)['FFN experts'] ?? 0;
+    const ffnMoepp = phasesOf(moepp)['FFN experts'] ?? 0;
     const ffnExpertSpeedup = ffnMoepp > 0 ? ffnMoe / ffnMoepp : null;
-    const totalMoepp = Object.values(moepp.forwardPhasesCpuMs).reduce((a, b) => a + b, 0);
+    const totalMoepp = Object.values(phasesOf(moepp)).reduce((a, b) => a + b, 0);
     const top = excess.filter((e) => e.excessMs > 0).slice(0, 3);
     const routerKernels = Object.entries(moepp.routerKernelsMs).slice(0, 3);
+    const rates = rateNote(profile, row.ffnExperts, moe, moepp);
     const text =
-      `${head}${at}. Forward steps MoE → MoE++ (CPU ms; perfect scaling would multiply each by r=${share.toFixed(3)}): ` +
-      top.map((e) => `${e.name} ${e.moeMs.toFixed(1)} → ${e.moeppMs.toFixed(1)} (+${e.excessMs.toFixed(1)} over r·MoE)`).join('; ') +
-      `. FFN experts alone scale ${ffnExpertSpeedup?.toFixed(2)}× (ideal ${(1 / share).toFixed(2)}×); the steps that do not shrink with r ` +
+      `${head}${at}. Forward steps MoE → MoE++ (${row.clock} ms; perfect scaling would multiply each by ${share.toFixed(3)}): ` +
+      top.map((e) => `${e.name} ${e.moeMs.toFixed(1)} → ${e.moeppMs.toFixed(1)} (+${e.excessMs.toFixed(1)} over share·MoE)`).join('; ') +
+      `. The FFN experts alone run ${ffnExpertSpeedup?.toFixed(2)}× faster (ideal ${(1 / share).toFixed(2)}×)${rates}; the steps that do not shrink with the share ` +
       `take ${(totalMoepp - ffnMoepp).toFixed(1)} of the MoE++ layer's ${totalMoepp.toFixed(1)} ms. ` +
-      `Router kernels (MoE++): ${routerKernels.map(([k, ms]) => `${k} ${ms.toFixed(1)} ms`).join(', ')}.`;
-    return { row: label, measuredOverIdeal: row.measuredOverIdeal ?? Number.NaN, excess: top, ffnExpertSpeedup: ffnExpertSpeedup === null ? null : round(ffnExpertSpeedup, 3), text };
+      `Router kernels (MoE++): ${routerKernels.map(([k, ms]) => `${k} ${ms.toFixed(1)} ms`).join(', ')}` +
+      equalNote(profile, row.ffnExperts) +
+      '.';
+    return { ...base, excess: top, ffnExpertSpeedup: ffnExpertSpeedup === null ? null : round(ffnExpertSpeedup, 3), text };
   }
   const excess = excessOf(moe.forwardBackwardKernelsMs, moepp.forwardBackwardKernelsMs, share);
   const top = excess.filter((e) => e.excessMs > 0).slice(0, 4);
-  const matmul = excess.find((e) => e.name === 'BatchMatMul');
+  const matmul = excess.find((e) => e.name === 'BatchMatMul' || e.name === '_FusedMatMul');
   const ffnExpertSpeedup = matmul && matmul.moeppMs > 0 ? matmul.moeMs / matmul.moeppMs : null;
   const text =
-    `${head}${at}. Kernels of forward+backward MoE → MoE++ (tf.profile ms; perfect scaling would multiply each by r=${share.toFixed(3)}): ` +
+    `${head}${at}. Kernels of forward+backward MoE → MoE++ (tf.profile ms; perfect scaling would multiply each by ${share.toFixed(3)}): ` +
     top.map((e) => `${e.name} ${e.moeMs.toFixed(1)} → ${e.moeppMs.toFixed(1)} (+${e.excessMs.toFixed(1)})`).join('; ') +
-    (matmul ? `. BatchMatMul (the experts' and router's matmuls) shrinks ${ffnExpertSpeedup?.toFixed(2)}× (ideal ${(1 / share).toFixed(2)}×).` : '.');
-  return { row: label, measuredOverIdeal: row.measuredOverIdeal ?? Number.NaN, excess: top, ffnExpertSpeedup: ffnExpertSpeedup === null ? null : round(ffnExpertSpeedup, 3), text };
+    (matmul ? `. ${matmul.name} (the experts' and the router's products) shrinks ${ffnExpertSpeedup?.toFixed(2)}× (ideal ${(1 / share).toFixed(2)}×)` : '') +
+    rateNote(profile, row.ffnExperts, moe, moepp) +
+    '.';
+  return { ...base, excess: top, ffnExpertSpeedup: ffnExpertSpeedup === null ? null : round(ffnExpertSpeedup, 3), text };
+}
+
+/** One expert's speed on the MoE's batch and on the MoE++'s (smaller) batch, as a clause. */
+function rateNote(profile: LayerProfile, ffnExperts: number, moe: VariantProfile, moepp: VariantProfile): string {
+  const rateOf = (v: VariantProfile) => {
+    const share = v.family === 'moe' || v.tau === null ? 1 : ffnShare({ tau: v.tau, experts: { ffn: ffnExperts, ...ZERO_COMPUTATION_EXPERTS } });
+    return profile.expertRates.find((r) => r.ffnExperts === ffnExperts && Math.abs(r.share - share) < 1e-3);
+  };
+  const big = rateOf(moe);
+  const small = rateOf(moepp);
+  if (!big || !small || !Number.isFinite(big.gflopsPerSecond) || !Number.isFinite(small.gflopsPerSecond)) return '';
+  return ` (one expert runs at ${big.gflopsPerSecond.toFixed(1)} GFLOP/s on the MoE's ${big.rows} rows and ${small.gflopsPerSecond.toFixed(1)} GFLOP/s on the MoE++'s ${small.rows})`;
+}
+
+function equalNote(profile: LayerProfile, ffnExperts: number): string {
+  const check = profile.oneHotChecks.find((c) => c.shape[2] === ffnExperts + 4);
+  // Only worth a word when broadcasting makes the comparison slow (stock tfjs-wasm; the kit's compare fix removes it).
+  if (!check || check.equalBroadcastMs < 2 * check.equalSameShapeMs) return '';
+  return (
+    ` (Equal is the broadcast int32 comparison of the routers' one-hot: ${check.equalBroadcastMs.toFixed(2)} ms per call at [${check.shape.join(', ')}], ` +
+    `vs ${check.equalSameShapeMs.toFixed(2)} ms without broadcasting and ${check.oneHotMs.toFixed(2)} ms for tf.oneHot)`
+  );
 }
 
 function fmt(value: number | null, digits = 2, suffix = ''): string {
@@ -839,58 +1052,85 @@ function fmt(value: number | null, digits = 2, suffix = ''): string {
 }
 
 function layerMarkdown(
+  result: BenchmarkResult,
   rows: readonly LayerThroughputRow[],
   shortfalls: readonly Shortfall[],
-  profile: { tokens: number; variants: VariantProfile[] } | undefined,
+  profiles: ReadonlyMap<string, LayerProfile>,
 ): string {
   const lines: string[] = [];
-  lines.push('## Layer throughput: MoE++ vs MoE at the same E', '');
-  lines.push(
-    'Speed-up = MoE time / MoE++ time at the same E, T, pass and kind of routing, by **CPU time** (median of the timed runs; ' +
-      'the machine is shared, and CPU time is the steadier clock) and, in brackets, by wall time. Ideal = 1/r ' +
-      '(forced routing) or 1/(achieved FFN share) (trained router). Expert fwd = the layer\'s own `expertForwardMs` ' +
-      '(dispatch plan, gathers, experts, combine; not the router). Paper = Table 3 speed-up of expert forward time (trained 0.6B/1B models on GPUs).',
-    '',
-  );
-  lines.push(
-    '| E | T | pass | routing | tau | r | FFN share | tokens/s (CPU) | median wall | expert fwd | speed-up CPU (wall) | expert fwd speed-up | ideal | measured/ideal | paper |',
-    '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
-  );
-  const sorted = [...rows].sort(
-    (a, b) =>
-      a.routing.localeCompare(b.routing) ||
-      a.ffnExperts - b.ffnExperts ||
-      a.tokens - b.tokens ||
-      a.pass.localeCompare(b.pass) ||
-      (a.tau ?? -1) - (b.tau ?? -1),
-  );
-  for (const row of sorted) {
-    const below = row.measuredOverIdeal !== null && row.family === 'moepp' && row.measuredOverIdeal < TARGET_MEASURED_OVER_IDEAL;
+  for (const configuration of result.configurations) {
+    const own = rows.filter((row) => row.configuration === configuration.id);
+    if (own.length === 0) continue;
+    lines.push(`## Layer throughput on ${configuration.label}: MoE++ vs MoE at the same E`, '');
+    const clock = clockOf(result, configuration.id);
+    const other = clock === 'cpu' ? 'wall' : 'CPU';
     lines.push(
-      `| ${row.ffnExperts} | ${row.tokens} | ${row.pass} | ${row.routing} | ${row.tau ?? 'MoE'} | ${row.idealFfnShare.toFixed(3)} | ${row.achievedFfnShare.toFixed(3)} | ` +
-        `${row.tokensPerCpuSecond.toFixed(0)} | ${formatMs(row.medianMs)} ±${row.spreadPercent.toFixed(0)}% | ${row.expertForwardMs === null ? '–' : formatMs(row.expertForwardMs)} | ` +
-        `${row.family === 'moe' ? '1 (baseline)' : `${fmt(row.speedup, 2, '×')} (${fmt(row.speedupWall, 2, '×')})`} | ${row.family === 'moe' ? '–' : fmt(row.expertForwardSpeedup, 2, '×')} | ` +
-        `${row.family === 'moe' ? '–' : fmt(row.idealSpeedup, 2, '×')} | ${row.family === 'moe' ? '–' : `${fmt(row.measuredOverIdeal)}${below ? ' ⚠' : ''}`} | ${fmt(row.paperSpeedup, 2, '×')} |`,
+      `Speed-up = MoE time / MoE++ time at the same E, T, pass and kind of routing, from the medians of the timed runs (which ran round-robin) ` +
+        `on **${clock === 'cpu' ? 'CPU time (one thread: time spent waiting for a core while other jobs ran does not count)' : 'wall time (OpenBLAS runs two threads)'}**; ` +
+        `in brackets the same from ${other} time and from each case's fastest run (wall). Ideal = 1/r (forced routing) or 1/(achieved FFN share) ` +
+        `(trained router). Tokens/s and the median are wall time. Expert fwd = the layer's own \`expertForwardMs\` (dispatch plan, gathers, experts, ` +
+        `combine; not the router). Paper = Table 3, speed-up of expert forward time (trained 0.6B/1B models).`,
+      '',
     );
-  }
-  lines.push('', `⚠: below the target measured/ideal ≥ ${TARGET_MEASURED_OVER_IDEAL}.`, '');
-  if (profile) {
-    lines.push(`### Profile of one forward pass at T=${profile.tokens}, forced routing (CPU ms per step, median of 3)`, '');
-    lines.push(`| layer | ${FORWARD_PHASES.join(' | ')} | total |`, `|---|${FORWARD_PHASES.map(() => '---').join('|')}|---|`);
-    for (const v of profile.variants) {
-      const total = Object.values(v.forwardPhasesCpuMs).reduce((a, b) => a + b, 0);
-      lines.push(`| ${v.variant} | ${FORWARD_PHASES.map((p) => (v.forwardPhasesCpuMs[p] ?? 0).toFixed(1)).join(' | ')} | ${total.toFixed(1)} |`);
+    lines.push(
+      `| E | T | pass | routing | tau | r | FFN share | tokens/s | median ±spread | expert fwd | speed-up (${other}; best) | expert fwd speed-up | ideal | measured/ideal | paper |`,
+      '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
+    );
+    const sorted = [...own].sort(
+      (a, b) =>
+        a.routing.localeCompare(b.routing) ||
+        a.ffnExperts - b.ffnExperts ||
+        a.tokens - b.tokens ||
+        a.pass.localeCompare(b.pass) ||
+        (a.tau ?? -1) - (b.tau ?? -1),
+    );
+    for (const row of sorted) {
+      const moe = row.family === 'moe';
+      const below = !moe && row.measuredOverIdeal !== null && row.measuredOverIdeal < TARGET_MEASURED_OVER_IDEAL;
+      lines.push(
+        `| ${row.ffnExperts} | ${row.tokens} | ${row.pass} | ${row.routing} | ${row.tau ?? 'MoE'} | ${row.idealFfnShare.toFixed(3)} | ${row.achievedFfnShare.toFixed(3)} | ` +
+          `${row.tokensPerSecond.toFixed(0)} | ${formatMs(row.medianMs)} ±${row.spreadPercent.toFixed(0)}% | ${row.expertForwardMs === null ? '–' : formatMs(row.expertForwardMs)} | ` +
+          `${moe ? 'baseline' : `${fmt(row.speedup, 2, '×')} (${fmt(row.clock === 'cpu' ? row.speedupWall : row.speedupCpu, 2, '×')}; ${fmt(row.speedupBest, 2, '×')})`} | ${moe ? '–' : fmt(row.expertForwardSpeedup, 2, '×')} | ` +
+          `${moe ? '–' : fmt(row.idealSpeedup, 2, '×')} | ${moe ? '–' : `${fmt(row.measuredOverIdeal)}${below ? ' ⚠' : ''}`} | ${fmt(row.paperSpeedup, 2, '×')} |`,
+      );
     }
-    lines.push('', `Top kernels of forward+backward (tf.profile, ms): `, '');
-    for (const v of profile.variants) {
-      lines.push(`- ${v.variant}: ${Object.entries(v.forwardBackwardKernelsMs).slice(0, 6).map(([k, ms]) => `${k} ${ms.toFixed(1)}`).join(', ')}`);
+    lines.push('', `⚠: below the target measured/ideal ≥ ${TARGET_MEASURED_OVER_IDEAL}.`, '');
+    const profile = profiles.get(configuration.id);
+    if (profile) {
+      lines.push(
+        `### Profile on ${configuration.label}: one forward pass at T=${profile.tokens}, forced routing (${clock} ms per step, ${profile.runs === 1 ? 'one run' : `median of ${profile.runs} runs`})`,
+        '',
+      );
+      lines.push(`| layer | ${FORWARD_PHASES.join(' | ')} | total |`, `|---|${FORWARD_PHASES.map(() => '---').join('|')}|---|`);
+      for (const v of profile.variants) {
+        const phases = clock === 'cpu' ? v.forwardPhasesCpuMs : v.forwardPhasesMs;
+        const total = Object.values(phases).reduce((a, b) => a + b, 0);
+        lines.push(`| ${v.variant} | ${FORWARD_PHASES.map((p) => (phases[p] ?? 0).toFixed(1)).join(' | ')} | ${total.toFixed(1)} |`);
+      }
+      lines.push('', `One FFN expert's forward on the batch it gets at each FFN share (${clock} time; ${'`'}6·D·F${'`'} FLOPs per row):`, '');
+      lines.push('| E | share | rows per expert | ms | GFLOP/s | µs per row |', '|---|---|---|---|---|---|');
+      for (const rate of profile.expertRates) {
+        lines.push(`| ${rate.ffnExperts} | ${rate.share.toFixed(3)} | ${rate.rows} | ${rate.ms.toFixed(2)} | ${rate.gflopsPerSecond.toFixed(1)} | ${rate.microsecondsPerRow.toFixed(2)} |`);
+      }
+      for (const check of profile.oneHotChecks) {
+        lines.push(
+          '',
+          `One-hot comparison of the routers at [N, K, E] = [${check.shape.join(', ')}] (CPU ms): broadcast int32 \`tf.equal\` (what \`oneHotFloat\` in @moepp/routers does) ` +
+            `${check.equalBroadcastMs.toFixed(2)}; the same comparison on equal shapes ${check.equalSameShapeMs.toFixed(2)}; \`tf.oneHot\` ${check.oneHotMs.toFixed(2)}.`,
+        );
+      }
+      lines.push('', 'Top kernels of one forward+backward pass (tf.profile, ms):', '');
+      for (const v of profile.variants) {
+        lines.push(`- ${v.variant}: ${Object.entries(v.forwardBackwardKernelsMs).slice(0, 6).map(([k, ms]) => `${k} ${ms.toFixed(1)}`).join(', ')}`);
+      }
+      lines.push('');
     }
-    lines.push('');
-  }
-  if (shortfalls.length > 0) {
-    lines.push(`### Where measured/ideal < ${TARGET_MEASURED_OVER_IDEAL}`, '');
-    for (const s of shortfalls) lines.push(`- ${s.text}`);
-    lines.push('');
+    const own_shortfalls = shortfalls.filter((s) => s.configuration === configuration.id);
+    if (own_shortfalls.length > 0) {
+      lines.push(`### Where measured/ideal < ${TARGET_MEASURED_OVER_IDEAL} on ${configuration.label}`, '');
+      for (const shortfall of own_shortfalls) lines.push(`- ${shortfall.text}`);
+      lines.push('');
+    }
   }
   return lines.join('\n');
 }

@@ -6,10 +6,18 @@
 import { isMainModule, parseBenchmarkArgs, USAGE } from './cli.js';
 import { runBenchmark, type BenchmarkDefinition } from './harness.js';
 import { kernelsBenchmark } from './kernels.js';
+import { layerBenchmark } from './layer.js';
+import { routersBenchmark } from './routers.js';
+import { e2eBenchmark } from './e2e.js';
+import { nativeBenchmark } from './native.js';
 
-/** Every benchmark, by the name `--only` takes. Later: layers, routers, end-to-end training. */
+/** Every benchmark, by the name `--only` takes. */
 export const BENCHMARKS: Readonly<Record<string, () => BenchmarkDefinition>> = {
   kernels: () => kernelsBenchmark(),
+  layer: () => layerBenchmark(),
+  routers: () => routersBenchmark(),
+  e2e: () => e2eBenchmark(),
+  native: () => nativeBenchmark(),
 };
 
 /**

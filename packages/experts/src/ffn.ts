@@ -12,7 +12,7 @@
  * `nn.Linear` (`initializer_range`, default 0.02).
  */
 import * as tf from '@tensorflow/tfjs';
-import { checkNumber, checkOneOf, type SeededRandom } from '@moepp/tensors-core';
+import { checkNumber, checkOneOf, gelu, swiglu, type SeededRandom } from '@moepp/tensors-core';
 import { checkPositiveInteger, checkTokens, countParameters, normalVariable } from './common.js';
 import type { Expert } from './types.js';
 
@@ -92,13 +92,13 @@ export class FfnExpert implements Expert {
       const up: tf.Tensor2D = tf.matMul(x, this.weights.upProj); // [N, 2F] (SwiGLU) or [N, F]
       let hidden: tf.Tensor2D; // [N, F]
       switch (this.activation) {
-        case 'swiglu': {
-          const [gate, value] = tf.split(up, 2, 1) as [tf.Tensor2D, tf.Tensor2D]; // a, b: [N, F] each
-          hidden = tf.mul(tf.mul(gate, tf.sigmoid(gate)), value); // silu(a) · b
+        case 'swiglu':
+          // silu(a) · b for the halves a, b of up: one fused kernel (and one for its gradient) with
+          // native acceleration, else split / sigmoid / mul (see @moepp/tensors-core's swiglu)
+          hidden = swiglu(up) as tf.Tensor2D;
           break;
-        }
         case 'gelu':
-          hidden = tf.mul(tf.mul(up, 0.5), tf.add(1, tf.erf(tf.div(up, Math.SQRT2)))) as tf.Tensor2D;
+          hidden = gelu(up) as tf.Tensor2D; // ½·x·(1 + erf(x/√2)), fused with native acceleration
           break;
         case 'relu':
           hidden = tf.relu(up);

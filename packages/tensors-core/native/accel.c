@@ -19,6 +19,8 @@
  *         beta, cOffset, ldc, strideC, batch)
  *   swiglu(heap, upOffset, outOffset, rows, f)
  *   swigluGrad(heap, dyOffset, upOffset, dUpOffset, rows, f)
+ *   gelu(heap, xOffset, yOffset, n)
+ *   geluGrad(heap, dyOffset, xOffset, dxOffset, n)
  *   rmsNorm(heap, xOffset, weightOffset, yOffset, invRmsOffset, rows, d, eps)
  *   rmsNormGrad(heap, dyOffset, xOffset, weightOffset, invRmsOffset, dxOffset, dWeightOffset, rows, d)
  */
@@ -187,6 +189,18 @@ static int check_block(call_t *call, const char *name, int64_t offset, int64_t r
   int64_t extent = product_or_fail(rows, cols);
   if (extent < 0) return throw_range(call, "a size overflows");
   return check_span(call, name, offset, extent);
+}
+
+/* Checks that an output span does not overlap an input span (the kernels assume they do not). */
+static int check_disjoint(call_t *call, const char *output, int64_t output_offset, int64_t output_length, const char *input,
+                          int64_t input_offset, int64_t input_length) {
+  char text[256];
+  if (output_length == 0 || input_length == 0) return 1;
+  if (output_offset < input_offset + input_length && input_offset < output_offset + output_length) {
+    snprintf(text, sizeof text, "'%s' overlaps '%s'", output, input);
+    return throw_range(call, text);
+  }
+  return 1;
 }
 
 static int begin_call(napi_env env, napi_callback_info info, call_t *call, const char *op, size_t expected) {
@@ -391,108 +405,46 @@ static napi_value sgemm(napi_env env, napi_callback_info info) {
 /* ------------------------------------------------------------------------------------------------ */
 /* Elementwise kernels                                                                              */
 
-/*
- * exp for float32, branch-free so that loops over it vectorise: exp(x) = 2^n · e^r with
- * n = round(x·log2 e), r = x - n·ln 2 (two-part ln 2), e^r by a degree-6 polynomial on |r| <= ln2/2.
- * Relative error ~2e-7 on [-87, 88]; inputs are clamped there (exp(-87.3) ~ 1e-38, so silu and
- * sigmoid saturate as they should).
- */
-static inline float exp_approx(float x) {
-  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
-  /* round to nearest without a libm call (adding and removing 1.5·2^23 rounds under the default mode) */
-  float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-  float r = x - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  union {
-    int32_t i;
-    float f;
-  } scale;
-  scale.i = ((int32_t)n + 127) << 23;
-  return p * scale.f;
-}
+/* The elementwise kernels, twice: baseline, and AVX2 + FMA where the compiler can target it. */
+#define KERNEL(name) name##_baseline
+#include "elementwise.h"
+#undef KERNEL
 
-static inline float sigmoid(float x) { return 1.0f / (1.0f + exp_approx(-x)); }
-
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-/* An AVX2+FMA copy of each elementwise loop, picked at load time on CPUs that have them. */
-#define VECTOR_CLONES __attribute__((target_clones("arch=haswell", "default")))
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define HAVE_AVX2_COPY 1
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
 #else
-#define VECTOR_CLONES
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#endif
+#define KERNEL(name) name##_avx2
+#include "elementwise.h"
+#undef KERNEL
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+#else
+#define HAVE_AVX2_COPY 0
 #endif
 
-VECTOR_CLONES
-static void swiglu_rows(const float *up, float *out, int64_t rows, int64_t f) {
-  for (int64_t r = 0; r < rows; r++) {
-    const float *a = up + r * 2 * f;
-    const float *b = a + f;
-    float *y = out + r * f;
-    for (int64_t j = 0; j < f; j++) {
-      float x = a[j];
-      y[j] = x * sigmoid(x) * b[j];
-    }
-  }
+/* Whether this CPU runs the AVX2 + FMA copies (decided once, at module load). */
+static int use_avx2 = 0;
+
+static void detect_cpu(void) {
+#if HAVE_AVX2_COPY
+  __builtin_cpu_init();
+  use_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
 }
 
-VECTOR_CLONES
-static void swiglu_grad_rows(const float *dy, const float *up, float *d_up, int64_t rows, int64_t f) {
-  for (int64_t r = 0; r < rows; r++) {
-    const float *a = up + r * 2 * f;
-    const float *b = a + f;
-    const float *g = dy + r * f;
-    float *da = d_up + r * 2 * f;
-    float *db = da + f;
-    for (int64_t j = 0; j < f; j++) {
-      float x = a[j];
-      float s = sigmoid(x);
-      float silu = x * s;
-      /* d silu(x)/dx = s·(1 + x·(1 - s)) */
-      da[j] = g[j] * b[j] * s * (1.0f + x * (1.0f - s));
-      db[j] = g[j] * silu;
-    }
-  }
-}
-
-VECTOR_CLONES
-static void rms_norm_rows(const float *x, const float *weight, float *y, float *inv_rms, int64_t rows, int64_t d, float eps) {
-  for (int64_t r = 0; r < rows; r++) {
-    const float *xr = x + r * d;
-    float *yr = y + r * d;
-    float sum = 0.0f;
-    for (int64_t j = 0; j < d; j++) sum += xr[j] * xr[j];
-    float inv = 1.0f / sqrtf(sum / (float)d + eps);
-    inv_rms[r] = inv;
-    for (int64_t j = 0; j < d; j++) yr[j] = xr[j] * inv * weight[j];
-  }
-}
-
-/*
- * y = w·x·s with s = (mean(x²) + eps)^-1/2. With g = dy·w: dx = s·(g - x·s²·mean(g·x)),
- * dw = Σ_rows dy·x·s. dWeight accumulates in double over rows.
- */
-VECTOR_CLONES
-static void rms_norm_grad_rows(const float *dy, const float *x, const float *weight, const float *inv_rms, float *dx,
-                               double *d_weight, int64_t rows, int64_t d) {
-  for (int64_t r = 0; r < rows; r++) {
-    const float *xr = x + r * d;
-    const float *gr = dy + r * d;
-    float *dxr = dx + r * d;
-    float s = inv_rms[r];
-    float dot = 0.0f;
-    for (int64_t j = 0; j < d; j++) dot += gr[j] * weight[j] * xr[j];
-    float coefficient = s * s * s * dot / (float)d;
-    for (int64_t j = 0; j < d; j++) {
-      dxr[j] = s * gr[j] * weight[j] - coefficient * xr[j];
-      d_weight[j] += (double)(gr[j] * xr[j] * s);
-    }
-  }
-}
+#if HAVE_AVX2_COPY
+#define DISPATCH(name, ...) (use_avx2 ? name##_avx2(__VA_ARGS__) : name##_baseline(__VA_ARGS__))
+#else
+#define DISPATCH(name, ...) name##_baseline(__VA_ARGS__)
+#endif
 
 static napi_value swiglu(napi_env env, napi_callback_info info) {
   call_t call;
@@ -502,8 +454,11 @@ static napi_value swiglu(napi_env env, napi_callback_info info) {
       !read_int(&call, 3, "rows", 0, INT_LIMIT, &rows) || !read_int(&call, 4, "f", 0, INT_LIMIT, &f)) {
     return NULL;
   }
-  if (!check_block(&call, "up", up_offset, rows, 2 * f) || !check_block(&call, "out", out_offset, rows, f)) return NULL;
-  swiglu_rows(call.heap + up_offset, call.heap + out_offset, rows, f);
+  if (!check_block(&call, "up", up_offset, rows, 2 * f) || !check_block(&call, "out", out_offset, rows, f) ||
+      !check_disjoint(&call, "out", out_offset, rows * f, "up", up_offset, rows * 2 * f)) {
+    return NULL;
+  }
+  DISPATCH(swiglu_rows, call.heap + up_offset, call.heap + out_offset, rows, f);
   return NULL;
 }
 
@@ -517,10 +472,44 @@ static napi_value swiglu_grad(napi_env env, napi_callback_info info) {
     return NULL;
   }
   if (!check_block(&call, "dy", dy_offset, rows, f) || !check_block(&call, "up", up_offset, rows, 2 * f) ||
-      !check_block(&call, "dUp", d_up_offset, rows, 2 * f)) {
+      !check_block(&call, "dUp", d_up_offset, rows, 2 * f) ||
+      !check_disjoint(&call, "dUp", d_up_offset, rows * 2 * f, "dy", dy_offset, rows * f) ||
+      !check_disjoint(&call, "dUp", d_up_offset, rows * 2 * f, "up", up_offset, rows * 2 * f)) {
     return NULL;
   }
-  swiglu_grad_rows(call.heap + dy_offset, call.heap + up_offset, call.heap + d_up_offset, rows, f);
+  DISPATCH(swiglu_grad_rows, call.heap + dy_offset, call.heap + up_offset, call.heap + d_up_offset, rows, f);
+  return NULL;
+}
+
+static napi_value gelu(napi_env env, napi_callback_info info) {
+  call_t call;
+  int64_t x_offset, y_offset, n;
+  if (!begin_call(env, info, &call, "gelu", 4)) return NULL;
+  if (!read_int(&call, 1, "xOffset", 0, OFFSET_LIMIT, &x_offset) || !read_int(&call, 2, "yOffset", 0, OFFSET_LIMIT, &y_offset) ||
+      !read_int(&call, 3, "n", 0, OFFSET_LIMIT, &n)) {
+    return NULL;
+  }
+  if (!check_span(&call, "x", x_offset, n) || !check_span(&call, "y", y_offset, n) ||
+      !check_disjoint(&call, "y", y_offset, n, "x", x_offset, n)) {
+    return NULL;
+  }
+  DISPATCH(gelu_values, call.heap + x_offset, call.heap + y_offset, n);
+  return NULL;
+}
+
+static napi_value gelu_grad(napi_env env, napi_callback_info info) {
+  call_t call;
+  int64_t dy_offset, x_offset, dx_offset, n;
+  if (!begin_call(env, info, &call, "geluGrad", 5)) return NULL;
+  if (!read_int(&call, 1, "dyOffset", 0, OFFSET_LIMIT, &dy_offset) || !read_int(&call, 2, "xOffset", 0, OFFSET_LIMIT, &x_offset) ||
+      !read_int(&call, 3, "dxOffset", 0, OFFSET_LIMIT, &dx_offset) || !read_int(&call, 4, "n", 0, OFFSET_LIMIT, &n)) {
+    return NULL;
+  }
+  if (!check_span(&call, "dy", dy_offset, n) || !check_span(&call, "x", x_offset, n) || !check_span(&call, "dx", dx_offset, n) ||
+      !check_disjoint(&call, "dx", dx_offset, n, "dy", dy_offset, n) || !check_disjoint(&call, "dx", dx_offset, n, "x", x_offset, n)) {
+    return NULL;
+  }
+  DISPATCH(gelu_grad_values, call.heap + dy_offset, call.heap + x_offset, call.heap + dx_offset, n);
   return NULL;
 }
 
@@ -536,10 +525,15 @@ static napi_value rms_norm(napi_env env, napi_callback_info info) {
     return NULL;
   }
   if (!check_block(&call, "x", x_offset, rows, d) || !check_span(&call, "weight", weight_offset, d) ||
-      !check_block(&call, "y", y_offset, rows, d) || !check_span(&call, "invRms", inv_offset, rows)) {
+      !check_block(&call, "y", y_offset, rows, d) || !check_span(&call, "invRms", inv_offset, rows) ||
+      !check_disjoint(&call, "y", y_offset, rows * d, "x", x_offset, rows * d) ||
+      !check_disjoint(&call, "y", y_offset, rows * d, "weight", weight_offset, d) ||
+      !check_disjoint(&call, "y", y_offset, rows * d, "invRms", inv_offset, rows) ||
+      !check_disjoint(&call, "invRms", inv_offset, rows, "x", x_offset, rows * d) ||
+      !check_disjoint(&call, "invRms", inv_offset, rows, "weight", weight_offset, d)) {
     return NULL;
   }
-  rms_norm_rows(call.heap + x_offset, call.heap + weight_offset, call.heap + y_offset, call.heap + inv_offset, rows, d, eps);
+  DISPATCH(rms_norm_rows, call.heap + x_offset, call.heap + weight_offset, call.heap + y_offset, call.heap + inv_offset, rows, d, eps);
   return NULL;
 }
 
@@ -556,16 +550,25 @@ static napi_value rms_norm_grad(napi_env env, napi_callback_info info) {
   }
   if (!check_block(&call, "dy", dy_offset, rows, d) || !check_block(&call, "x", x_offset, rows, d) ||
       !check_span(&call, "weight", weight_offset, d) || !check_span(&call, "invRms", inv_offset, rows) ||
-      !check_block(&call, "dx", dx_offset, rows, d) || !check_span(&call, "dWeight", dw_offset, d)) {
+      !check_block(&call, "dx", dx_offset, rows, d) || !check_span(&call, "dWeight", dw_offset, d) ||
+      !check_disjoint(&call, "dx", dx_offset, rows * d, "dy", dy_offset, rows * d) ||
+      !check_disjoint(&call, "dx", dx_offset, rows * d, "x", x_offset, rows * d) ||
+      !check_disjoint(&call, "dx", dx_offset, rows * d, "weight", weight_offset, d) ||
+      !check_disjoint(&call, "dx", dx_offset, rows * d, "invRms", inv_offset, rows) ||
+      !check_disjoint(&call, "dx", dx_offset, rows * d, "dWeight", dw_offset, d)) {
     return NULL;
   }
   double *accumulator = (double *)calloc((size_t)d, sizeof(double));
-  if (accumulator == NULL) {
+  float *scratch = (float *)malloc((size_t)d * sizeof(float));
+  if (accumulator == NULL || scratch == NULL) {
+    free(accumulator);
+    free(scratch);
     napi_throw_error(env, NULL, "accel.rmsNormGrad: out of memory");
     return NULL;
   }
-  rms_norm_grad_rows(call.heap + dy_offset, call.heap + x_offset, call.heap + weight_offset, call.heap + inv_offset,
-                     call.heap + dx_offset, accumulator, rows, d);
+  DISPATCH(rms_norm_grad_rows, call.heap + dy_offset, call.heap + x_offset, call.heap + weight_offset, call.heap + inv_offset,
+           call.heap + dx_offset, accumulator, scratch, rows, d);
+  free(scratch);
   float *d_weight = call.heap + dw_offset;
   for (int64_t j = 0; j < d; j++) d_weight[j] = (float)accumulator[j];
   free(accumulator);
@@ -576,10 +579,11 @@ static napi_value rms_norm_grad(napi_env env, napi_callback_info info) {
 /* Module                                                                                           */
 
 /* Bumped whenever an export changes; src/accel.ts refuses an addon built from another version. */
-#define ACCEL_ABI_VERSION 1
+#define ACCEL_ABI_VERSION 2
 
 static napi_value init(napi_env env, napi_value exports) {
   napi_value abi;
+  detect_cpu();
   if (napi_create_int32(env, ACCEL_ABI_VERSION, &abi) != napi_ok || napi_set_named_property(env, exports, "abiVersion", abi) != napi_ok) return NULL;
   napi_property_descriptor properties[] = {
       {"load", NULL, load, NULL, NULL, NULL, napi_default, NULL},
@@ -587,6 +591,8 @@ static napi_value init(napi_env env, napi_value exports) {
       {"sgemm", NULL, sgemm, NULL, NULL, NULL, napi_default, NULL},
       {"swiglu", NULL, swiglu, NULL, NULL, NULL, napi_default, NULL},
       {"swigluGrad", NULL, swiglu_grad, NULL, NULL, NULL, napi_default, NULL},
+      {"gelu", NULL, gelu, NULL, NULL, NULL, napi_default, NULL},
+      {"geluGrad", NULL, gelu_grad, NULL, NULL, NULL, napi_default, NULL},
       {"rmsNorm", NULL, rms_norm, NULL, NULL, NULL, napi_default, NULL},
       {"rmsNormGrad", NULL, rms_norm_grad, NULL, NULL, NULL, napi_default, NULL},
   };

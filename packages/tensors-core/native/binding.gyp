@@ -3,7 +3,7 @@
     {
       "target_name": "accel",
       "sources": ["accel.c"],
-      "cflags": ["-O3", "-std=gnu11", "-Wall", "-Wextra"],
+      "cflags": ["-O3", "-std=gnu11", "-fno-trapping-math", "-fno-math-errno", "-Wall", "-Wextra"],
       "cflags!": ["-O2", "-O0"],
       "libraries": ["-ldl"]
     }

@@ -15,6 +15,7 @@
  * - OpenBLAS is not needed to build: the addon `dlopen`s it at run time. The line says whether the
  *   runtime library was found (on Debian/Ubuntu: `apt-get install libopenblas0-pthread`).
  * - Skipped when `MOEPP_ACCEL=off` or `MOEPP_SKIP_NATIVE_BUILD=1`, and on platforms other than Linux.
+ * - `--status` builds nothing and prints `on` or `off: <why>` (see `status()` below).
  */
 import { spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, rmSync } from 'node:fs';
@@ -102,6 +103,8 @@ function buildWithCompiler(compiler, nodeDir) {
   const result = run(compiler, [
     '-O3',
     '-std=gnu11',
+    '-fno-trapping-math',
+    '-fno-math-errno',
     '-fPIC',
     '-shared',
     '-DNODE_GYP_MODULE_NAME=accel',
@@ -172,6 +175,24 @@ function main() {
     return;
   }
   say(`built ${path.relative(process.cwd(), output) || output} (${how}); ${status}`);
+}
+
+/**
+ * `--status`: builds nothing; prints `on` when the built addon loads and finds OpenBLAS, else `off: <why>`
+ * (CI uses it to decide whether tests must see acceleration active). Exit code 0 either way.
+ */
+function status() {
+  if (!existsSync(output)) return 'off: the addon is not built';
+  try {
+    return probe().startsWith('OpenBLAS found') ? 'on' : 'off: OpenBLAS not found';
+  } catch (error) {
+    return `off: ${error instanceof Error ? error.message.split('\n')[0] : String(error)}`;
+  }
+}
+
+if (process.argv.includes('--status')) {
+  console.log(status());
+  process.exit(0);
 }
 
 try {

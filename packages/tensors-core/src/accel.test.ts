@@ -6,15 +6,17 @@ import {
   accelerationStatus,
   activeAccel,
   configureAcceleration,
+  DEFAULT_THREAD_TIMEOUT,
   loadAddon,
+  OPENBLAS_CANDIDATES,
   withAcceleration,
   type NativeAccel,
 } from './accel.js';
 import { SeededRandom } from './random.js';
 
 const addon = loadAddon();
-/** OpenBLAS is loaded in this process (the setup's initBackend loaded it, unless acceleration is off). */
-const blasLoaded = addon !== null && addon.load([], 1, 0).ok;
+/** OpenBLAS loads in this process (the addon tests use it directly, even with acceleration off). */
+const blasLoaded = addon !== null && addon.load(OPENBLAS_CANDIDATES, 0, DEFAULT_THREAD_TIMEOUT).ok;
 
 function randomArray(size: number, seed: number): Float32Array {
   const rng = new SeededRandom(seed);
@@ -263,6 +265,41 @@ describe.runIf(addon !== null)('native addon', () => {
       expect(heap.subarray(60, 60 + rows * f).every(Number.isFinite)).toBe(true);
     });
 
+    it('gelu and its gradient match the formulas (erf to 1.5e-7)', () => {
+      const n = 64;
+      const heap = new Float32Array(256);
+      const x = randomArray(n, 9).map((v) => v * 3);
+      x.set([-40, 40, 0, 1e-8], 0);
+      const dy = randomArray(n, 10);
+      heap.set(x, 0);
+      heap.set(dy, 64);
+      native.gelu(heap.buffer, 0, 128, n);
+      native.geluGrad(heap.buffer, 64, 0, 192, n);
+      // erf from its series / continued fraction in double, via Math functions: erf(z) = 1 - erfc(z)
+      const erf = (z: number): number => {
+        // Abramowitz & Stegun 7.1.28 is too coarse; integrate exp(-t²) with Simpson's rule instead
+        const steps = 2000;
+        const h = z / steps;
+        let sum = 0;
+        for (let i = 0; i <= steps; i++) {
+          const t = i * h;
+          sum += (i === 0 || i === steps ? 1 : i % 2 === 1 ? 4 : 2) * Math.exp(-t * t);
+        }
+        return ((2 / Math.sqrt(Math.PI)) * sum * h) / 3;
+      };
+      const y: number[] = [];
+      const dx: number[] = [];
+      x.forEach((v, i) => {
+        const cdf = 0.5 * (1 + erf(v / Math.SQRT2));
+        y.push(v * cdf);
+        dx.push((dy[i] as number) * (cdf + (v * Math.exp(-0.5 * v * v)) / Math.sqrt(2 * Math.PI)));
+      });
+      expectArraysClose(heap.subarray(128, 128 + n), y, 1e-6);
+      expectArraysClose(heap.subarray(192, 192 + n), dx, 1e-6);
+      expect(() => native.gelu(heap.buffer, 0, 10, n)).toThrow("accel.gelu: 'y' overlaps 'x'");
+      expect(() => native.geluGrad(heap.buffer, 64, 0, 250, n)).toThrow(/'dx' .* outside the heap/);
+    });
+
     it('rmsNorm and its gradient match the formulas', () => {
       const [rows, d, eps] = [4, 6, 1e-5];
       const heap = new Float32Array(512);
@@ -300,6 +337,11 @@ describe.runIf(addon !== null)('native addon', () => {
       expect(() => native.rmsNorm(heap.buffer, 0, 62, 8, 16, 2, 4, 1e-6)).toThrow(/'weight' .* outside/);
       expect(() => native.rmsNormGrad(heap.buffer, 0, 8, 16, 20, 30, 62, 2, 4)).toThrow(/'dWeight' .* outside/);
       expect(() => native.swiglu(heap.buffer, 0, 8, 2 ** 31, 2 ** 31)).toThrow(RangeError);
+      // outputs must not overlap inputs (the kernels read and write in one pass)
+      expect(() => native.swiglu(heap.buffer, 0, 4, 2, 4)).toThrow("accel.swiglu: 'out' overlaps 'up'");
+      expect(() => native.swigluGrad(heap.buffer, 0, 16, 4, 2, 4)).toThrow("accel.swigluGrad: 'dUp' overlaps 'dy'");
+      expect(() => native.rmsNorm(heap.buffer, 0, 8, 4, 16, 2, 4, 1e-6)).toThrow("accel.rmsNorm: 'y' overlaps 'x'");
+      expect(() => native.rmsNormGrad(heap.buffer, 0, 8, 16, 20, 24, 30, 2, 4)).toThrow("accel.rmsNormGrad: 'dx' overlaps 'dWeight'");
     });
   });
 });

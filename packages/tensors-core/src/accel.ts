@@ -12,10 +12,10 @@
  * When acceleration is off the kit behaves exactly as before: the wasm kernel fixes do the work.
  *
  * Threads: OpenBLAS uses 2 threads (at most the number of cores) unless `MOEPP_BLAS_THREADS` or
- * `initBackend({ blasThreads })` says otherwise. Idle OpenBLAS workers spin before they sleep, which
- * steals the core the JavaScript thread needs between two products; the kit sets
- * `OPENBLAS_THREAD_TIMEOUT` (unless you set it) so that they sleep after about 2^{@link
- * DEFAULT_THREAD_TIMEOUT} cycles.
+ * `initBackend({ blasThreads })` says otherwise. Idle OpenBLAS workers spin before they sleep (for
+ * 2^28 cycles, about 0.1 s, by default), which can steal the core the JavaScript thread needs between
+ * two products; the kit sets `OPENBLAS_THREAD_TIMEOUT` to {@link DEFAULT_THREAD_TIMEOUT} (2^4 cycles)
+ * before loading OpenBLAS, unless you set it yourself.
  */
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -56,6 +56,10 @@ export interface NativeAccel {
   swiglu(heap: ArrayBuffer, upOffset: number, outOffset: number, rows: number, f: number): void;
   /** The gradient of {@link NativeAccel.swiglu}: `dUp` `[rows, 2F]` from `dy` `[rows, F]`. */
   swigluGrad(heap: ArrayBuffer, dyOffset: number, upOffset: number, dUpOffset: number, rows: number, f: number): void;
+  /** Exact GELU `y = ½·x·(1 + erf(x/√2))` on `n` elements. */
+  gelu(heap: ArrayBuffer, xOffset: number, yOffset: number, n: number): void;
+  /** The gradient of {@link NativeAccel.gelu}: `dx = dy·(Φ(x) + x·φ(x))`. */
+  geluGrad(heap: ArrayBuffer, dyOffset: number, xOffset: number, dxOffset: number, n: number): void;
   /** `y = x·invRms·weight` per row of `x` `[rows, D]`, and `invRms` `[rows]`. */
   rmsNorm(heap: ArrayBuffer, xOffset: number, weightOffset: number, yOffset: number, invRmsOffset: number, rows: number, d: number, eps: number): void;
   /** The gradient of {@link NativeAccel.rmsNorm}: `dx` `[rows, D]` and `dWeight` `[D]`. */
@@ -107,7 +111,7 @@ export interface AccelerationOptions {
 }
 
 /** The addon's export version this file expects (`ACCEL_ABI_VERSION` in `native/accel.c`). */
-export const ACCEL_ABI_VERSION = 1;
+export const ACCEL_ABI_VERSION = 2;
 
 /** `OPENBLAS_THREAD_TIMEOUT` the kit sets when the user has not: idle workers sleep after ~2^4 cycles. */
 export const DEFAULT_THREAD_TIMEOUT = 4;
@@ -309,11 +313,27 @@ export function activeAccel(): NativeAccel | null {
  */
 export async function withAcceleration<T>(enabled: boolean, fn: () => T | Promise<T>): Promise<T> {
   if (enabled) return await fn();
-  const current = state();
-  current.suspended++;
+  const resume = suspendAcceleration();
   try {
     return await fn();
   } finally {
-    current.suspended--;
+    resume();
   }
+}
+
+/**
+ * Suspends acceleration until the returned function is called (for test hooks such as
+ * `beforeAll` / `afterAll`; prefer {@link withAcceleration}). Suspensions nest.
+ *
+ * @returns a function that ends this suspension (calling it twice does nothing more)
+ */
+export function suspendAcceleration(): () => void {
+  const current = state();
+  current.suspended++;
+  let resumed = false;
+  return () => {
+    if (resumed) return;
+    resumed = true;
+    current.suspended--;
+  };
 }

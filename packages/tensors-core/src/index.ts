@@ -31,6 +31,7 @@ export {
   KERNEL_FIX_BACKENDS,
   type KernelFixInfo,
 } from './kernels/index.js';
+export { swiglu, gelu, rmsNorm, fusedOpsActive } from './fused.js';
 export * from './expert-kinds.js';
 export * from './dispatch.js';
 export * from './accounting.js';

@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import { checkNumber, checkShape } from '@moepp/tensors-core';
+import { checkNumber, checkShape, rmsNorm } from '@moepp/tensors-core';
 
 /**
  * RMSNorm (Zhang & Sennrich 2019), as LLaMA and the official MoE++ code use it:
@@ -30,10 +30,9 @@ export class RmsNorm {
    */
   apply(x: tf.Tensor): tf.Tensor {
     checkShape('RmsNorm.apply', 'x', { shape: x.shape.slice(-1) }, [this.dim]);
-    return tf.tidy(() => {
-      const meanSquare = tf.mean(tf.square(x), -1, true); // [..., 1]
-      return tf.mul(tf.mul(x, tf.rsqrt(tf.add(meanSquare, this.eps))), this.weight);
-    });
+    // One fused kernel (and one for its gradient) with native acceleration, else square / mean /
+    // rsqrt / mul (see @moepp/tensors-core's rmsNorm).
+    return rmsNorm(x, this.weight, this.eps);
   }
 
   /** Frees the weight. */

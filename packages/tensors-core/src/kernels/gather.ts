@@ -6,13 +6,15 @@
  * element: the wasm one through a strided C++ loop (about 13 ms to gather 256 rows of 256 floats,
  * where copying the rows takes 0.05 ms), the cpu one allocating index arrays for every element.
  *
- * The fix copies each contiguous slice (`x.shape[axis + 1:]`) with one `TypedArray.set` (or a
- * plain loop for short slices), reading and writing the backends' memory directly. Semantics are
+ * The fix copies each contiguous slice (`x.shape[axis + 1:]`) at once, reading and writing the
+ * backends' memory directly: on cpu with one `TypedArray.set` (or a plain loop for short slices), on
+ * wasm with one `copyWithin` inside the heap (see `heap.ts`). Semantics are
  * the stock ones: `axis` and `batchDims` as in `tf.gather`, and an index outside `[0, x.shape[axis])`
  * throws the stock error. String tensors go to the stock kernel.
  */
 import * as tf from '@tensorflow/tfjs';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
+import { copyRun, heapSlot, type HeapArray } from './heap.js';
 import { requireStockKernel } from './registry.js';
 
 type TensorInfo = tf.TensorInfo;
@@ -80,6 +82,24 @@ function gatherInto(out: NumericArray, x: NumericArray, indices: ArrayLike<numbe
   }
 }
 
+/**
+ * {@link gatherInto} within one heap view: `x` and the output are element offsets into `heap`, and each
+ * slice is one `copyWithin` (see `heap.ts`).
+ */
+function gatherOnHeap(heap: HeapArray, xBase: number, outBase: number, indices: ArrayLike<number>, layout: GatherLayout): void {
+  const { batchSize, outerSize, dimSize, sliceSize, indicesPerBatch } = layout;
+  for (let b = 0; b < batchSize; b++) {
+    for (let o = 0; o < outerSize; o++) {
+      const sourceBase = (b * outerSize + o) * dimSize;
+      const targetBase = (b * outerSize + o) * indicesPerBatch;
+      for (let i = 0; i < indicesPerBatch; i++) {
+        const source = (sourceBase + (indices[b * indicesPerBatch + i] as number)) * sliceSize;
+        copyRun(heap, xBase + source, outBase + (targetBase + i) * sliceSize, sliceSize);
+      }
+    }
+  }
+}
+
 interface GatherArgs {
   inputs: tf.NamedTensorInfoMap;
   backend: {};
@@ -131,12 +151,9 @@ export function wasmGather(args: GatherArgs): TensorInfo {
   const layout = layoutOf(x, indices, args.attrs);
   checkIndices(backend.typedArrayFromHeap(indices), layout.dimSize);
   const out = backend.makeOutput(layout.outputShape, x.dtype);
-  // Views are taken after makeOutput: an allocation may grow (and so detach) the wasm heap.
-  gatherInto(
-    backend.typedArrayFromHeap(out) as NumericArray,
-    backend.typedArrayFromHeap(x) as NumericArray,
-    backend.typedArrayFromHeap(indices),
-    layout,
-  );
+  if (layout.outputShape.some((d) => d === 0)) return out;
+  // Views are taken after makeOutput: an allocation may grow (and so replace) the wasm heap.
+  const { heap, base: xBase } = heapSlot(backend, x);
+  gatherOnHeap(heap, xBase, heapSlot(backend, out).base, backend.typedArrayFromHeap(indices), layout);
   return out;
 }

@@ -9,6 +9,14 @@
  * | `unsorted-segment-sum` | `UnsortedSegmentSum` | cpu, wasm | O(segments·N·D) on cpu, missing on wasm (so `gather` had no gradient there) |
  * | `gather` | `GatherV2` | cpu, wasm | element-by-element copies (13 ms for 256 rows of 256 floats on wasm) |
  * | `wasm-one-hot` | `OneHot` | wasm | wrong values for float32 and fractional on/off values |
+ * | `wasm-sum` | `Sum` | wasm | sums over leading axes (bias gradients) transposed the whole input first |
+ * | `wasm-slice` | `Slice` | wasm | copied the whole input out of the heap for every slice |
+ * | `wasm-split` | `SplitV` | wasm | the same, once per piece |
+ * | `wasm-concat` | `Concat` | wasm | one `subarray` view per input row: slow along short axes (rotary halves) |
+ * | `wasm-identity` | `Identity` | wasm | copied every tensor saved for the backward pass; share it as cpu does |
+ * | `wasm-cast` | `Cast` | wasm | a cast to the same dtype (the gradient of every saved tensor) copied it; int32 256 cast to bool gave false |
+ * | `wasm-transpose` | `Transpose` | wasm | a permutation that moves only size-1 axes copied the tensor |
+ * | `wasm-equal`, `wasm-not-equal`, `wasm-less`, `wasm-less-equal`, `wasm-greater`, `wasm-greater-equal` | comparisons | wasm | ~190 ns per element when the operands broadcast (one-hot routing masks, the max's gradient) |
  * | `unsorted-segment-sum-gradient` | gradient of `UnsortedSegmentSum` | all | threw on ids `>= numSegments`; fewer passes |
  * | `topk-gradient` | gradient of `TopK` | all | tfjs has none |
  * | `gather-nd-gradient` | gradient of `GatherNd` | all | tfjs has none |
@@ -45,6 +53,10 @@ import {
 } from './segment-sum.js';
 import { wasmBatchMatMul, wasmFusedMatMul, WASM_BATCH_MATMUL_FIX, WASM_FUSED_MATMUL_FIX } from './wasm-matmul.js';
 import { wasmOneHot, WASM_ONE_HOT_FIX } from './wasm-one-hot.js';
+import { wasmConcat, wasmSlice, wasmSplitV, WASM_CONCAT_FIX, WASM_SLICE_FIX, WASM_SPLIT_FIX } from './wasm-slice.js';
+import { wasmComparison, WASM_COMPARE_FIXES, type ComparisonKernel } from './wasm-compare.js';
+import { wasmCast, wasmIdentity, wasmTranspose, WASM_CAST_FIX, WASM_IDENTITY_FIX, WASM_TRANSPOSE_FIX } from './wasm-share.js';
+import { wasmSum, WASM_SUM_FIX } from './wasm-sum.js';
 
 /** A description of one kernel fix, for reports and documentation. */
 export interface KernelFixInfo {
@@ -108,6 +120,72 @@ const FIXES: readonly KernelFixDefinition[] = [
     summary: 'float32 / bool outputs held int32 bit patterns and fractional on/off values were truncated',
     kernelFuncs: { wasm: wasmOneHot as tf.KernelFunc },
   },
+  {
+    name: WASM_SUM_FIX,
+    kind: 'kernel',
+    kernelName: tf.Sum,
+    backends: ['wasm'],
+    summary: 'sums over leading axes (bias gradients) transposed the whole input first; add rows in place',
+    kernelFuncs: { wasm: wasmSum as tf.KernelFunc },
+  },
+  {
+    name: WASM_SLICE_FIX,
+    kind: 'kernel',
+    kernelName: tf.Slice,
+    backends: ['wasm'],
+    summary: 'copied the whole input out of the wasm heap for every slice; copy only the slice',
+    kernelFuncs: { wasm: wasmSlice as tf.KernelFunc },
+  },
+  {
+    name: WASM_SPLIT_FIX,
+    kind: 'kernel',
+    kernelName: tf.SplitV,
+    backends: ['wasm'],
+    summary: 'tf.split copied the whole input once per piece; copy only the pieces',
+    kernelFuncs: { wasm: wasmSplitV as unknown as tf.KernelFunc },
+  },
+  {
+    name: WASM_CONCAT_FIX,
+    kind: 'kernel',
+    kernelName: tf.Concat,
+    backends: ['wasm'],
+    summary: 'made one subarray view per input row, 4x the copy along short axes (rotary halves); loop short runs',
+    kernelFuncs: { wasm: wasmConcat as tf.KernelFunc },
+  },
+  {
+    name: WASM_IDENTITY_FIX,
+    kind: 'kernel',
+    kernelName: tf.Identity,
+    backends: ['wasm'],
+    summary: 'copied every tensor saved for the backward pass (engine.clone); share the data as cpu does',
+    kernelFuncs: { wasm: wasmIdentity as tf.KernelFunc },
+  },
+  {
+    name: WASM_CAST_FIX,
+    kind: 'kernel',
+    kernelName: tf.Cast,
+    backends: ['wasm'],
+    summary: 'a cast to the same dtype (the gradient of every saved tensor) copied it, and casts to bool kept the low byte (256 -> false)',
+    kernelFuncs: { wasm: wasmCast as tf.KernelFunc },
+  },
+  {
+    name: WASM_TRANSPOSE_FIX,
+    kind: 'kernel',
+    kernelName: tf.Transpose,
+    backends: ['wasm'],
+    summary: 'a permutation that moves only size-1 axes (or none) copied the tensor; share it',
+    kernelFuncs: { wasm: wasmTranspose as tf.KernelFunc },
+  },
+  ...(Object.keys(WASM_COMPARE_FIXES) as ComparisonKernel[]).map(
+    (kernelName): KernelFixDefinition => ({
+      name: WASM_COMPARE_FIXES[kernelName],
+      kind: 'kernel',
+      kernelName,
+      backends: ['wasm'],
+      summary: `${kernelName} took ~190 ns per element when its operands broadcast; one strided pass`,
+      kernelFuncs: { wasm: wasmComparison(kernelName) },
+    }),
+  ),
   {
     name: UNSORTED_SEGMENT_SUM_GRADIENT_FIX,
     kind: 'gradient',

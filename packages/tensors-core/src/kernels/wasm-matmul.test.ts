@@ -1,8 +1,10 @@
 import * as tf from '@tensorflow/tfjs';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { accelerationStatus, activeAccel, suspendAcceleration, withAcceleration } from '../accel.js';
 import { SeededRandom } from '../random.js';
 import { checkGradients, expectNoLeak, expectValuesClose, valuesOn, withBackend, type TensorValues } from '../testing.js';
 import { registerKernelFixes, withStockKernels } from './index.js';
+import { stockKernel } from './registry.js';
 import { wasmBatchMatMul, wasmFusedMatMul } from './wasm-matmul.js';
 
 /** Float32 values from a fixed seed. */
@@ -90,6 +92,7 @@ const CASES: readonly MatMulCase[] = [
   { name: 'a shared 2-D a times batch 3', a: [5, 7], b: [3, 7, 4] },
   { name: 'batch [2, 3]', a: [2, 3, 5, 7], b: [2, 3, 7, 4] },
   { name: 'broadcast batch [2, 1] x [1, 3]', a: [2, 1, 5, 7], b: [1, 3, 7, 4], broadcastsBothWays: true },
+  { name: 'batch [2, 3] x batch [3]', a: [2, 3, 5, 7], b: [3, 7, 4] },
   { name: 'single row and column', a: [3, 1, 7], b: [3, 7, 1] },
 ];
 
@@ -107,7 +110,55 @@ beforeAll(async () => {
   registerKernelFixes('wasm');
 });
 
-describe('wasm BatchMatMul fix', () => {
+/**
+ * The paths the kernels can take: OpenBLAS on the wasm heap when native acceleration is active (the
+ * test setup's initBackend turned it on if it could), and the XNNPACK path always. Every value and
+ * gradient test runs on each.
+ */
+const PATHS = [
+  ...(accelerationStatus().active ? [{ path: 'OpenBLAS', accelerated: true }] : []),
+  { path: 'XNNPACK', accelerated: false },
+] as const;
+
+/** Runs a describe block's tests on one path: suspends acceleration for the XNNPACK path. */
+function onPath(accelerated: boolean): void {
+  let resume: (() => void) | undefined;
+  beforeAll(() => {
+    if (!accelerated) resume = suspendAcceleration();
+  });
+  afterAll(() => resume?.());
+}
+
+describe('wasm matmul path selection', () => {
+  it.runIf(accelerationStatus().active)('with acceleration active, products never reach the stock (XNNPACK) kernel; suspended, they do', async () => {
+    const stock = stockKernel(tf.BatchMatMul, 'wasm') as tf.KernelConfig;
+    const stockFused = stockKernel(tf._FusedMatMul, 'wasm') as tf.KernelConfig;
+    const spy = vi.spyOn(stock, 'kernelFunc');
+    const spyFused = vi.spyOn(stockFused, 'kernelFunc');
+    try {
+      const run = (): void =>
+        tf.tidy(() => {
+          tf.matMul(tf.ones([3, 4, 5]), tf.ones([5, 2]), false, false).dataSync();
+          tf.matMul(tf.ones([4, 3]), tf.ones([2, 4]), true, true).dataSync();
+          tf.fused.matMul({ a: tf.ones([3, 4]), b: tf.ones([4, 2]), bias: tf.ones([2]), activation: 'relu' }).dataSync();
+        });
+      await withBackend('wasm', run);
+      expect(activeAccel()).not.toBeNull();
+      expect(spy).not.toHaveBeenCalled();
+      expect(spyFused).not.toHaveBeenCalled();
+      await withAcceleration(false, () => withBackend('wasm', run));
+      expect(spy).toHaveBeenCalled();
+      expect(spyFused).toHaveBeenCalled();
+    } finally {
+      spy.mockRestore();
+      spyFused.mockRestore();
+    }
+  });
+});
+
+describe.each(PATHS)('wasm BatchMatMul fix ($path)', ({ accelerated }) => {
+  onPath(accelerated);
+
   it('is the registered wasm kernel, and the stock kernel is restored under withStockKernels', async () => {
     expect(tf.getKernel(tf.BatchMatMul, 'wasm').kernelFunc).toBe(wasmBatchMatMul);
     expect(tf.getKernel(tf._FusedMatMul, 'wasm').kernelFunc).toBe(wasmFusedMatMul);
@@ -250,7 +301,9 @@ const FUSED_TABLE: FusedCase[] = [
 
 const describeShape = (shape: readonly number[] | null): string => (shape === null ? 'none' : `[${shape.join(', ')}]`);
 
-describe('wasm _FusedMatMul fix', () => {
+describe.each(PATHS)('wasm _FusedMatMul fix ($path)', ({ accelerated }) => {
+  onPath(accelerated);
+
   it.each(FUSED_TABLE.map((c) => ({ ...c, biasName: describeShape(c.bias), preluName: describeShape(c.prelu) })))(
     '$name, transposes $transposeA/$transposeB, $activation, bias $biasName, prelu weights $preluName: values match cpu',
     async (c) => {

@@ -1,0 +1,133 @@
+/*
+ * The elementwise kernels of accel.c. This file is included twice: once for the baseline target and
+ * once (on x86-64 with GCC or Clang) for AVX2 + FMA, with KERNEL(name) giving each copy its own name;
+ * accel.c picks the copy at load time. Write loops without branches so that both copies vectorise.
+ */
+
+/*
+ * exp for float32, branch-free so that loops over it vectorise: exp(x) = 2^n · e^r with
+ * n = round(x·log2 e), r = x - n·ln 2 (two-part ln 2), e^r by a degree-6 polynomial on |r| <= ln2/2.
+ * Relative error ~2e-7 on [-87, 88]; inputs are clamped there (exp(-87) ~ 1.6e-38, so silu and
+ * sigmoid saturate as they should).
+ */
+static inline float KERNEL(exp_approx)(float x) {
+  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+  /* round to nearest without a libm call (adding and removing 1.5·2^23 rounds under the default mode) */
+  float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  float r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  union {
+    int32_t i;
+    float f;
+  } scale;
+  scale.i = ((int32_t)n + 127) << 23;
+  return p * scale.f;
+}
+
+static inline float KERNEL(sigmoid)(float x) { return 1.0f / (1.0f + KERNEL(exp_approx)(-x)); }
+
+static void KERNEL(swiglu_rows)(const float *restrict up, float *restrict out, int64_t rows, int64_t f) {
+  for (int64_t r = 0; r < rows; r++) {
+    const float *restrict a = up + r * 2 * f;
+    const float *restrict b = a + f;
+    float *restrict y = out + r * f;
+    for (int64_t j = 0; j < f; j++) {
+      float x = a[j];
+      y[j] = x * KERNEL(sigmoid)(x) * b[j];
+    }
+  }
+}
+
+static void KERNEL(swiglu_grad_rows)(const float *restrict dy, const float *restrict up, float *restrict d_up, int64_t rows, int64_t f) {
+  for (int64_t r = 0; r < rows; r++) {
+    const float *restrict a = up + r * 2 * f;
+    const float *restrict b = a + f;
+    const float *restrict g = dy + r * f;
+    float *restrict da = d_up + r * 2 * f;
+    float *restrict db = da + f;
+    for (int64_t j = 0; j < f; j++) {
+      float x = a[j];
+      float s = KERNEL(sigmoid)(x);
+      /* d silu(x)/dx = s·(1 + x·(1 - s)) */
+      da[j] = g[j] * b[j] * s * (1.0f + x * (1.0f - s));
+      db[j] = g[j] * x * s;
+    }
+  }
+}
+
+/* Σ a[j]·b[j] in eight float lanes (a reduction the compiler may vectorise without reassociating). */
+static inline float KERNEL(dot)(const float *restrict a, const float *restrict b, int64_t n) {
+  float lanes[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8)
+    for (int l = 0; l < 8; l++) lanes[l] += a[j + l] * b[j + l];
+  float sum = 0.0f;
+  for (; j < n; j++) sum += a[j] * b[j];
+  for (int l = 0; l < 8; l++) sum += lanes[l];
+  return sum;
+}
+
+static void KERNEL(rms_norm_rows)(const float *restrict x, const float *restrict weight, float *restrict y, float *restrict inv_rms, int64_t rows,
+                                  int64_t d, float eps) {
+  for (int64_t r = 0; r < rows; r++) {
+    const float *restrict xr = x + r * d;
+    float *restrict yr = y + r * d;
+    float inv = 1.0f / sqrtf(KERNEL(dot)(xr, xr, d) / (float)d + eps);
+    inv_rms[r] = inv;
+    for (int64_t j = 0; j < d; j++) yr[j] = xr[j] * inv * weight[j];
+  }
+}
+
+/*
+ * y = w·x·s with s = (mean(x²) + eps)^-1/2. With g = dy·w: dx = s·g - x·s³·mean(g·x),
+ * dw = Σ_rows dy·x·s. `scratch` holds D floats; dWeight accumulates in double over rows.
+ */
+static void KERNEL(rms_norm_grad_rows)(const float *restrict dy, const float *restrict x, const float *restrict weight, const float *restrict inv_rms,
+                                       float *restrict dx, double *restrict d_weight, float *restrict scratch, int64_t rows, int64_t d) {
+  for (int64_t r = 0; r < rows; r++) {
+    const float *restrict xr = x + r * d;
+    const float *restrict gr = dy + r * d;
+    float *restrict dxr = dx + r * d;
+    float s = inv_rms[r];
+    for (int64_t j = 0; j < d; j++) scratch[j] = gr[j] * weight[j];
+    float coefficient = s * s * s * KERNEL(dot)(scratch, xr, d) / (float)d;
+    for (int64_t j = 0; j < d; j++) dxr[j] = s * scratch[j] - coefficient * xr[j];
+    for (int64_t j = 0; j < d; j++) d_weight[j] += (double)(gr[j] * xr[j] * s);
+  }
+}
+
+/*
+ * erf by Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7, the approximation tfjs's own Erf kernels
+ * use): erf(z) = 1 - t·(a1 + t·(a2 + ... + t·a5))·exp(-z²), t = 1 / (1 + p·z), z = |x|, sign restored.
+ */
+static inline float KERNEL(erf_approx)(float x) {
+  float z = fabsf(x);
+  float t = 1.0f / (1.0f + 0.3275911f * z);
+  float poly = t * (0.254829592f + t * (-0.284496736f + t * (1.421413741f + t * (-1.453152027f + t * 1.061405429f))));
+  return copysignf(1.0f - poly * KERNEL(exp_approx)(-z * z), x);
+}
+
+/* GELU, exact form: y = x·Φ(x) = ½·x·(1 + erf(x/√2)). */
+static void KERNEL(gelu_values)(const float *restrict x, float *restrict y, int64_t n) {
+  for (int64_t i = 0; i < n; i++) {
+    float v = x[i];
+    y[i] = 0.5f * v * (1.0f + KERNEL(erf_approx)(v * 0.70710678118654752f));
+  }
+}
+
+/* dGELU/dx = Φ(x) + x·φ(x), φ(x) = exp(-x²/2)/√(2π). */
+static void KERNEL(gelu_grad_values)(const float *restrict dy, const float *restrict x, float *restrict dx, int64_t n) {
+  for (int64_t i = 0; i < n; i++) {
+    float v = x[i];
+    float cdf = 0.5f * (1.0f + KERNEL(erf_approx)(v * 0.70710678118654752f));
+    float pdf = 0.39894228040143268f * KERNEL(exp_approx)(-0.5f * v * v);
+    dx[i] = dy[i] * (cdf + v * pdf);
+  }
+}

@@ -1,0 +1,53 @@
+/**
+ * Copies inside the wasm heap. Every wasm tensor lives in one `ArrayBuffer`, so a copy from one
+ * tensor to another is `heap.copyWithin(to, from, end)`: a native memmove, with no view to allocate.
+ * Measured here (393k floats in runs of n): JS loop ~1.7 ms whatever n; `set(subarray)` 2.5 ms for
+ * n = 16, 0.2 ms for n = 192; `copyWithin` 0.7 ms for n = 16, 0.13 ms for n = 192. Runs shorter
+ * than {@link SHORT_COPY} are copied with a loop.
+ */
+import type * as tf from '@tensorflow/tfjs';
+import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
+
+/** A typed view of the whole wasm heap for one element size. */
+export type HeapArray = Float32Array | Int32Array | Uint8Array;
+
+/** Runs shorter than this are copied element by element (a `copyWithin` call costs about 8 element copies). */
+export const SHORT_COPY = 8;
+
+/** The whole heap viewed with `info`'s element type, and `info`'s first element in that view. */
+export interface HeapSlot {
+  readonly heap: HeapArray;
+  readonly base: number;
+}
+
+/**
+ * Views the whole heap for a tensor's dtype. Call it after every allocation (the heap may grow, which
+ * replaces its buffer).
+ *
+ * @param backend - the wasm backend
+ * @param info - a float32, int32 or bool tensor
+ * @returns the heap view and the tensor's element offset in it
+ */
+export function heapSlot(backend: BackendWasm, info: tf.TensorInfo): HeapSlot {
+  const view = backend.typedArrayFromHeap(info) as HeapArray;
+  const heap =
+    view instanceof Float32Array
+      ? new Float32Array(view.buffer)
+      : view instanceof Int32Array
+        ? new Int32Array(view.buffer)
+        : new Uint8Array(view.buffer);
+  return { heap, base: view.byteOffset / view.BYTES_PER_ELEMENT };
+}
+
+/**
+ * Copies `length` elements from `from` to `to` within one heap view.
+ *
+ * @param heap - the heap view
+ * @param from - first source element
+ * @param to - first target element
+ * @param length - elements to copy
+ */
+export function copyRun(heap: HeapArray, from: number, to: number, length: number): void {
+  if (length >= SHORT_COPY) heap.copyWithin(to, from, from + length);
+  else for (let j = 0; j < length; j++) heap[to + j] = heap[from + j] as number;
+}

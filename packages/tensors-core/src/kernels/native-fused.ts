@@ -1,0 +1,189 @@
+/**
+ * wasm kernels of the kit's fused ops (`../fused.ts`), computed by the native addon in place on the
+ * wasm heap. They are registered for the `wasm` backend only and called only while native
+ * acceleration is active; without it the ops use composite tfjs ops instead.
+ *
+ * | kernel | inputs | outputs |
+ * |---|---|---|
+ * | `MoeppSwiGLU` | `up` `[..., 2F]` | `[..., F]` = `silu(a)·b` with `a, b` the halves of `up` |
+ * | `MoeppSwiGLUGrad` | `dy` `[..., F]`, `up` `[..., 2F]` | `dUp` `[..., 2F]` |
+ * | `MoeppGelu` | `x` | `½·x·(1 + erf(x/√2))`, same shape |
+ * | `MoeppGeluGrad` | `dy`, `x` (same shape) | `dx` |
+ * | `MoeppRmsNorm` | `x` `[..., D]`, `weight` `[D]`; attr `eps` | `y` `[..., D]`, `invRms` `[rows]` |
+ * | `MoeppRmsNormGrad` | `dy`, `x` `[..., D]`, `weight` `[D]`, `invRms` `[rows]` | `dx` `[..., D]`, `dWeight` `[D]` |
+ */
+import * as tf from '@tensorflow/tfjs';
+import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
+import { activeAccel, type NativeAccel } from '../accel.js';
+
+type TensorInfo = tf.TensorInfo;
+
+/** Kernel names of the fused ops. */
+export const FUSED_KERNELS = {
+  swiglu: 'MoeppSwiGLU',
+  swigluGrad: 'MoeppSwiGLUGrad',
+  gelu: 'MoeppGelu',
+  geluGrad: 'MoeppGeluGrad',
+  rmsNorm: 'MoeppRmsNorm',
+  rmsNormGrad: 'MoeppRmsNormGrad',
+} as const;
+
+interface KernelArgs {
+  inputs: tf.NamedTensorInfoMap;
+  backend: {};
+  attrs?: tf.NamedAttrMap;
+}
+
+function requireAccel(kernelName: string): NativeAccel {
+  const accel = activeAccel();
+  if (accel === null) throw new Error(`${kernelName}: native acceleration is not active (the op should have used its composite form)`);
+  return accel;
+}
+
+function requireFloat32(kernelName: string, name: string, info: TensorInfo): void {
+  if (info.dtype !== 'float32') throw new Error(`${kernelName}: '${name}' must be float32, got ${info.dtype}`);
+}
+
+/** Element offset of a tensor in the wasm heap. */
+function offsetOf(backend: BackendWasm, info: TensorInfo): number {
+  const memoryOffset = backend.dataIdMap.get(info.dataId)?.memoryOffset;
+  if (memoryOffset === undefined || memoryOffset % 4 !== 0) throw new Error('fused kernel: tensor data is not 4-byte aligned in the wasm heap');
+  return memoryOffset / 4;
+}
+
+const sizeOf = (shape: readonly number[]): number => shape.reduce((p, d) => p * d, 1);
+
+/** Makes outputs, then hands the current heap to `fill` (views and offsets are read after every allocation). */
+function withOutputs(backend: BackendWasm, shapes: ReadonlyArray<readonly number[]>, fill: (heap: ArrayBuffer, outputs: TensorInfo[]) => void): TensorInfo[] {
+  const outputs: TensorInfo[] = [];
+  try {
+    for (const shape of shapes) outputs.push(backend.makeOutput([...shape], 'float32'));
+    const first = outputs[0] as TensorInfo;
+    fill(backend.typedArrayFromHeap(first).buffer as ArrayBuffer, outputs);
+  } catch (error) {
+    for (const output of outputs) backend.disposeData(output.dataId);
+    throw error;
+  }
+  return outputs;
+}
+
+function swigluKernel(args: KernelArgs): TensorInfo {
+  const accel = requireAccel(FUSED_KERNELS.swiglu);
+  const backend = args.backend as BackendWasm;
+  const { up } = args.inputs as { up: TensorInfo };
+  requireFloat32(FUSED_KERNELS.swiglu, 'up', up);
+  const width = up.shape[up.shape.length - 1] as number; // 2F
+  const f = width / 2;
+  const rows = f === 0 ? 0 : sizeOf(up.shape) / width;
+  const [out] = withOutputs(backend, [[...up.shape.slice(0, -1), f]], (heap, [result]) => {
+    if (rows > 0 && f > 0) accel.swiglu(heap, offsetOf(backend, up), offsetOf(backend, result as TensorInfo), rows, f);
+  });
+  return out as TensorInfo;
+}
+
+function swigluGradKernel(args: KernelArgs): TensorInfo {
+  const accel = requireAccel(FUSED_KERNELS.swigluGrad);
+  const backend = args.backend as BackendWasm;
+  const { dy, up } = args.inputs as { dy: TensorInfo; up: TensorInfo };
+  requireFloat32(FUSED_KERNELS.swigluGrad, 'dy', dy);
+  requireFloat32(FUSED_KERNELS.swigluGrad, 'up', up);
+  const width = up.shape[up.shape.length - 1] as number;
+  const f = width / 2;
+  const rows = f === 0 ? 0 : sizeOf(up.shape) / width;
+  if (sizeOf(dy.shape) !== rows * f) throw new Error(`${FUSED_KERNELS.swigluGrad}: 'dy' [${dy.shape.join(', ')}] does not match 'up' [${up.shape.join(', ')}]`);
+  const [dUp] = withOutputs(backend, [up.shape], (heap, [result]) => {
+    if (rows > 0 && f > 0) accel.swigluGrad(heap, offsetOf(backend, dy), offsetOf(backend, up), offsetOf(backend, result as TensorInfo), rows, f);
+  });
+  return dUp as TensorInfo;
+}
+
+function geluKernel(args: KernelArgs): TensorInfo {
+  const accel = requireAccel(FUSED_KERNELS.gelu);
+  const backend = args.backend as BackendWasm;
+  const { x } = args.inputs as { x: TensorInfo };
+  requireFloat32(FUSED_KERNELS.gelu, 'x', x);
+  const n = sizeOf(x.shape);
+  const [y] = withOutputs(backend, [x.shape], (heap, [result]) => {
+    if (n > 0) accel.gelu(heap, offsetOf(backend, x), offsetOf(backend, result as TensorInfo), n);
+  });
+  return y as TensorInfo;
+}
+
+function geluGradKernel(args: KernelArgs): TensorInfo {
+  const accel = requireAccel(FUSED_KERNELS.geluGrad);
+  const backend = args.backend as BackendWasm;
+  const { dy, x } = args.inputs as { dy: TensorInfo; x: TensorInfo };
+  requireFloat32(FUSED_KERNELS.geluGrad, 'dy', dy);
+  requireFloat32(FUSED_KERNELS.geluGrad, 'x', x);
+  const n = sizeOf(x.shape);
+  if (sizeOf(dy.shape) !== n) throw new Error(`${FUSED_KERNELS.geluGrad}: 'dy' [${dy.shape.join(', ')}] does not match 'x' [${x.shape.join(', ')}]`);
+  const [dx] = withOutputs(backend, [x.shape], (heap, [result]) => {
+    if (n > 0) accel.geluGrad(heap, offsetOf(backend, dy), offsetOf(backend, x), offsetOf(backend, result as TensorInfo), n);
+  });
+  return dx as TensorInfo;
+}
+
+function rmsNormKernel(args: KernelArgs): TensorInfo[] {
+  const accel = requireAccel(FUSED_KERNELS.rmsNorm);
+  const backend = args.backend as BackendWasm;
+  const { x, weight } = args.inputs as { x: TensorInfo; weight: TensorInfo };
+  requireFloat32(FUSED_KERNELS.rmsNorm, 'x', x);
+  requireFloat32(FUSED_KERNELS.rmsNorm, 'weight', weight);
+  const eps = args.attrs?.eps as number;
+  const d = x.shape[x.shape.length - 1] as number;
+  const rows = d === 0 ? 0 : sizeOf(x.shape) / d;
+  if (sizeOf(weight.shape) !== d) throw new Error(`${FUSED_KERNELS.rmsNorm}: 'weight' [${weight.shape.join(', ')}] must have ${d} elements`);
+  return withOutputs(backend, [x.shape, [rows]], (heap, [y, invRms]) => {
+    if (rows > 0 && d > 0) {
+      accel.rmsNorm(heap, offsetOf(backend, x), offsetOf(backend, weight), offsetOf(backend, y as TensorInfo), offsetOf(backend, invRms as TensorInfo), rows, d, eps);
+    }
+  });
+}
+
+function rmsNormGradKernel(args: KernelArgs): TensorInfo[] {
+  const accel = requireAccel(FUSED_KERNELS.rmsNormGrad);
+  const backend = args.backend as BackendWasm;
+  const { dy, x, weight, invRms } = args.inputs as { dy: TensorInfo; x: TensorInfo; weight: TensorInfo; invRms: TensorInfo };
+  for (const [name, info] of Object.entries({ dy, x, weight, invRms })) requireFloat32(FUSED_KERNELS.rmsNormGrad, name, info);
+  const d = x.shape[x.shape.length - 1] as number;
+  const rows = d === 0 ? 0 : sizeOf(x.shape) / d;
+  if (sizeOf(dy.shape) !== rows * d || sizeOf(weight.shape) !== d || sizeOf(invRms.shape) !== rows) {
+    throw new Error(`${FUSED_KERNELS.rmsNormGrad}: inputs do not agree (x [${x.shape.join(', ')}], dy [${dy.shape.join(', ')}], weight [${weight.shape.join(', ')}])`);
+  }
+  return withOutputs(backend, [x.shape, weight.shape], (heap, [dx, dWeight]) => {
+    if (rows === 0 || d === 0) {
+      (backend.typedArrayFromHeap(dWeight as TensorInfo) as Float32Array).fill(0);
+      return;
+    }
+    accel.rmsNormGrad(
+      heap,
+      offsetOf(backend, dy),
+      offsetOf(backend, x),
+      offsetOf(backend, weight),
+      offsetOf(backend, invRms),
+      offsetOf(backend, dx as TensorInfo),
+      offsetOf(backend, dWeight as TensorInfo),
+      rows,
+      d,
+    );
+  });
+}
+
+const KERNELS: ReadonlyArray<[string, tf.KernelFunc]> = [
+  [FUSED_KERNELS.swiglu, swigluKernel as tf.KernelFunc],
+  [FUSED_KERNELS.swigluGrad, swigluGradKernel as tf.KernelFunc],
+  [FUSED_KERNELS.gelu, geluKernel as tf.KernelFunc],
+  [FUSED_KERNELS.geluGrad, geluGradKernel as tf.KernelFunc],
+  [FUSED_KERNELS.rmsNorm, rmsNormKernel as unknown as tf.KernelFunc],
+  [FUSED_KERNELS.rmsNormGrad, rmsNormGradKernel as unknown as tf.KernelFunc],
+];
+
+/**
+ * Registers the fused kernels for `wasm` (once per process; a second copy of this package finds
+ * them registered and leaves them).
+ */
+export function registerFusedKernels(): void {
+  for (const [kernelName, kernelFunc] of KERNELS) {
+    if (tf.getKernel(kernelName, 'wasm') === undefined) tf.registerKernel({ kernelName, backendName: 'wasm', kernelFunc });
+  }
+}
