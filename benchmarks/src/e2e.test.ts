@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CONFIGURATIONS, runBenchmark, type BenchmarkResult } from './harness.js';
-import { e2eBenchmark, type E2eRow } from './e2e.js';
+import { e2eBenchmark, type E2eComparisonRow, type E2eRow } from './e2e.js';
 
 let outDir = '';
 beforeAll(async () => {
@@ -28,6 +28,7 @@ describe('end-to-end benchmark on the smoke presets', () => {
       cpuSeqLen: 8,
       configurations: [CONFIGURATIONS.wasmFixes, CONFIGURATIONS.wasmStock, CONFIGURATIONS.cpuFixes],
       timing: { warmup: 1, minRepetitions: 2, maxRepetitions: 2 },
+      peer: false,
     });
     const { jsonPath, markdownPath } = await runBenchmark(definition, { outDir, log: () => {} });
     const result = JSON.parse(await readFile(jsonPath, 'utf8')) as BenchmarkResult;
@@ -61,6 +62,36 @@ describe('end-to-end benchmark on the smoke presets', () => {
     expect(rows).toHaveLength(9);
     expect(rows.find((row) => row.configuration === 'wasm-fixes' && row.variant === 'moepp')?.tokensPerSecond).toBeGreaterThan(0);
     expect(await readFile(markdownPath, 'utf8')).toContain('## Training throughput (tokens/s)');
+  });
+
+  it('compares native acceleration with wasm alone and with a PyTorch peer', async () => {
+    const peer = { torch: '1.13.0', threadCounts: [1, 2], cases: { 'smoke moepp': { medianMs: 40, minMs: 38, maxMs: 45, repetitions: 5, threads: 1 } } };
+    const definition = e2eBenchmark({
+      name: 'e2e-compare',
+      sizes: ['smoke'],
+      variants: ['moepp'],
+      batchSize: 2,
+      seqLen: 16,
+      configurations: [CONFIGURATIONS.wasmFixes, CONFIGURATIONS.wasmNative],
+      timing: { warmup: 1, minRepetitions: 2, maxRepetitions: 2 },
+      peer,
+    });
+    const { jsonPath, markdownPath } = await runBenchmark(definition, { outDir, log: () => {} });
+    const result = JSON.parse(await readFile(jsonPath, 'utf8')) as BenchmarkResult;
+    const [row] = (result.summary as { comparison: E2eComparisonRow[] }).comparison;
+    const median = (configuration: string) => result.results.find((r) => r.configuration === configuration)?.stats?.medianMs ?? null;
+    const wasm = median('wasm-fixes') as number;
+    expect(row).toMatchObject({ size: 'smoke', variant: 'moepp', pytorchMs: 40, pytorchThreads: 1 });
+    expect(row?.wasmFixesMs).toBeCloseTo(wasm, 1);
+    const native = median('wasm-native');
+    if (native === null) {
+      // No OpenBLAS here: the native row is skipped and so are the ratios that need it.
+      expect([row?.nativeMs, row?.nativeSpeedup, row?.nativeOverPytorch]).toEqual([null, null, null]);
+    } else {
+      expect(row?.nativeSpeedup).toBeCloseTo(wasm / native, 1);
+      expect(row?.nativeOverPytorch).toBeCloseTo(native / 40, 1);
+    }
+    expect(await readFile(markdownPath, 'utf8')).toContain('## Native acceleration and PyTorch');
   });
 
   it('runs only wasm with fixes in --quick mode', () => {

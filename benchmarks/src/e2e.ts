@@ -14,6 +14,11 @@
  *   step of `tiny` at B = 8, T = 128 takes minutes (at B = 1, T = 128: 10–20 s of CPU), so cpu runs
  *   **one step at B = 1, T = 32, without warm-up** (the case result says so in `info.note`).
  *
+ * - Full mode, where `python3 -c "import torch"` works: the PyTorch peer (`native_peer.py`, case kind
+ *   `lm`) trains the same shapes (a LLaMA-style decoder, dense / MoE / MoE++ layers, the same B and T,
+ *   AdamW and clipping) in the same run; the summary gives our step time over PyTorch's, and the
+ *   speed-up of native acceleration over wasm with the fixes alone (issue 9's end-to-end figure).
+ *
  * Tokens/s = B·T / step time. This replaces `packages/trainers/scripts/bench-train.ts`.
  *
  * Run alone: `tsx --conditions=source src/e2e.ts [--quick] [--out <dir>]`.
@@ -23,6 +28,7 @@ import { countModelParameters, createModel, presetConfig, PRESET_VARIANTS, type 
 import { prepareTextData } from '@moepp/data';
 import { Trainer, type StepRecord } from '@moepp/trainers';
 import { isMainModule, parseBenchmarkArgs, USAGE } from './cli.js';
+import { runPytorchPeer, type PeerCase, type PeerResult } from './native.js';
 import {
   CONFIGURATIONS,
   formatMs,
@@ -64,6 +70,11 @@ export interface E2eBenchmarkOptions {
   readonly timing?: TimingPlan;
   /** Seed of the weights and the batches. Default 1. */
   readonly seed?: number;
+  /**
+   * The PyTorch peer (full mode only): `true` (default) runs `native_peer.py` when `import torch`
+   * works, `false` skips it, or pass results measured elsewhere (keyed by case name, e.g. `'tiny moepp'`).
+   */
+  readonly peer?: boolean | PeerResult;
 }
 
 const CPU_NOTE = 'cpu: one step at B=1, T=32, without warm-up (a tiny step at B=8, T=128 takes minutes on cpu)';
@@ -86,6 +97,9 @@ export function e2eBenchmark(options: E2eBenchmarkOptions = {}): BenchmarkDefini
   const fixed = options.timing;
   const configurations = options.configurations ?? [CONFIGURATIONS.wasmFixes, CONFIGURATIONS.wasmNative, CONFIGURATIONS.wasmStock, CONFIGURATIONS.cpuFixes];
   const caseMeta = new Map<string, { size: PresetSize; variant: PresetVariant }>();
+  const peerCases: PeerCase[] = [];
+  // Set by `setup` in full mode (the peer takes a minute or two, and --quick has no native row to compare).
+  let peer: PeerResult | string = options.peer === false ? 'not run (peer: false)' : typeof options.peer === 'object' ? options.peer : 'not run (--quick)';
 
   const cases: BenchmarkCase[] = [];
   for (const size of sizes) {
@@ -95,6 +109,24 @@ export function e2eBenchmark(options: E2eBenchmarkOptions = {}): BenchmarkDefini
       const parameters = countModelParameters(config);
       const name = `${size} ${variant}`;
       caseMeta.set(name, { size, variant });
+      const experts = config.moe?.experts;
+      peerCases.push({
+        name,
+        kind: 'lm',
+        vocab: config.vocabSize,
+        hidden: config.hiddenSize,
+        intermediate: config.intermediateSize,
+        layers: config.numLayers,
+        heads: config.numHeads,
+        seqLen: presetSeqLen,
+        batch: batchSize,
+        topK: config.moe?.topK ?? 0,
+        ffnExperts: experts?.ffn ?? 0,
+        zero: experts?.zero ?? 0,
+        copy: experts?.copy ?? 0,
+        constant: experts?.constant ?? 0,
+        gatingResidual: config.moe?.gatingResidual ?? false,
+      });
       cases.push({
         name,
         details: {
@@ -176,11 +208,19 @@ export function e2eBenchmark(options: E2eBenchmarkOptions = {}): BenchmarkDefini
     configurations,
     cases,
     timing: () => fixed ?? { warmup: 1, minRepetitions: 3 },
-    setup: (_configuration, { quick }) => {
+    ...(configurations.some((c) => c.id === CONFIGURATIONS.wasmNative.id) && configurations.some((c) => c.id === CONFIGURATIONS.wasmFixes.id)
+      ? { speedup: { baseline: CONFIGURATIONS.wasmFixes.id, candidate: CONFIGURATIONS.wasmNative.id } }
+      : {}),
+    setup: (_configuration, { quick, log }) => {
       quickRun = quick;
+      if (!quick && options.peer !== false && typeof options.peer !== 'object' && peer === 'not run (--quick)') {
+        log('  PyTorch peer: training the same shapes with native_peer.py …');
+        peer = runPytorchPeer(peerCases, 2, false);
+        log(`  PyTorch peer: ${typeof peer === 'string' ? peer : `torch ${peer.torch}, done`}`);
+      }
       return { dispose: () => {} };
     },
-    summarize: (result) => summarizeE2e(result, caseMeta),
+    summarize: (result) => summarizeE2e(result, caseMeta, peer),
   };
 }
 
@@ -200,7 +240,28 @@ export interface E2eRow {
   readonly note: string | null;
 }
 
-function summarizeE2e(result: BenchmarkResult, caseMeta: ReadonlyMap<string, { size: PresetSize; variant: PresetVariant }>): BenchmarkSummary {
+/** One row of the end-to-end summary's comparison: native acceleration vs wasm alone, and vs PyTorch. */
+export interface E2eComparisonRow {
+  readonly size: PresetSize;
+  readonly variant: PresetVariant;
+  /** Median step, wasm with the kit's fixes, ms. */
+  readonly wasmFixesMs: number | null;
+  /** Median step, wasm with fixes + native acceleration, ms. */
+  readonly nativeMs: number | null;
+  /** wasmFixesMs / nativeMs (issue 9's target for tiny MoE++: at least 5). */
+  readonly nativeSpeedup: number | null;
+  /** The PyTorch peer's median step, ms, and its thread count. */
+  readonly pytorchMs: number | null;
+  readonly pytorchThreads: number | null;
+  /** nativeMs / pytorchMs (below 1: faster than PyTorch). */
+  readonly nativeOverPytorch: number | null;
+}
+
+function summarizeE2e(
+  result: BenchmarkResult,
+  caseMeta: ReadonlyMap<string, { size: PresetSize; variant: PresetVariant }>,
+  peer: PeerResult | string,
+): BenchmarkSummary {
   const rows: E2eRow[] = result.results.flatMap((r) => {
     const meta = caseMeta.get(r.case);
     if (meta === undefined) return [];
@@ -239,7 +300,43 @@ function summarizeE2e(result: BenchmarkResult, caseMeta: ReadonlyMap<string, { s
     ),
     '',
   ];
-  return { data: { rows }, markdown: lines.join('\n') };
+  const stepOf = (name: string, configuration: string): number | null => {
+    const r = result.results.find((x) => x.case === name && x.configuration === configuration);
+    return r?.status === 'ok' && r.stats ? r.stats.medianMs : null;
+  };
+  const round = (value: number | null, digits: number): number | null => (value === null ? null : Math.round(value * 10 ** digits) / 10 ** digits);
+  const comparison: E2eComparisonRow[] = [...caseMeta].map(([name, meta]) => {
+    const wasmFixesMs = stepOf(name, CONFIGURATIONS.wasmFixes.id);
+    const nativeMs = stepOf(name, CONFIGURATIONS.wasmNative.id);
+    const measured = typeof peer === 'string' ? undefined : peer.cases[name];
+    return {
+      ...meta,
+      wasmFixesMs: round(wasmFixesMs, 1),
+      nativeMs: round(nativeMs, 1),
+      nativeSpeedup: round(wasmFixesMs !== null && nativeMs !== null ? wasmFixesMs / nativeMs : null, 2),
+      pytorchMs: round(measured?.medianMs ?? null, 1),
+      pytorchThreads: measured?.threads ?? null,
+      nativeOverPytorch: round(nativeMs !== null && measured !== undefined ? nativeMs / measured.medianMs : null, 2),
+    };
+  });
+  if (comparison.some((row) => row.nativeMs !== null || row.pytorchMs !== null)) {
+    const cell = (value: number | null, format: (v: number) => string): string => (value === null ? '–' : format(value));
+    lines.push(
+      '## Native acceleration and PyTorch',
+      '',
+      `Median step times from the table above; PyTorch: ${typeof peer === 'string' ? peer : `${peer.torch} in the same run (native_peer.py, case kind \`lm\`: the same shapes, B, T, AdamW and clipping; random tokens), best of ${peer.threadCounts.join(' and ')} threads`}.`,
+      '',
+      '| preset | variant | wasm with fixes | + native | native speed-up | PyTorch | ours (native) / PyTorch |',
+      '|---|---|---|---|---|---|---|',
+      ...comparison.map(
+        (row) =>
+          `| ${row.size} | ${row.variant} | ${cell(row.wasmFixesMs, formatMs)} | ${cell(row.nativeMs, formatMs)} | ${cell(row.nativeSpeedup, (v) => `${v.toFixed(2)}×`)} | ` +
+          `${cell(row.pytorchMs, (v) => `${formatMs(v)} (${row.pytorchThreads ?? '?'} thr.)`)} | ${cell(row.nativeOverPytorch, (v) => `${v.toFixed(2)}×`)} |`,
+      ),
+      '',
+    );
+  }
+  return { data: { rows, comparison, pytorch: typeof peer === 'string' ? peer : { torch: peer.torch, threadCounts: peer.threadCounts } }, markdown: lines.join('\n') };
 }
 
 /**

@@ -27,7 +27,7 @@ describe('native benchmark on tiny sizes', () => {
     expect(definition.configurations.map((c) => c.id)).toEqual(['wasm-fixes', 'wasm-native']);
     const { jsonPath } = await runBenchmark(definition, { outDir, log: () => {} });
     const result = JSON.parse(await readFile(jsonPath, 'utf8')) as BenchmarkResult;
-    expect(result.results).toHaveLength(10);
+    expect(result.results).toHaveLength(14);
     for (const r of result.results) {
       if (r.configuration === NATIVE_CONFIGURATIONS.wasmNative.id && !accelerationStatus().active && r.status !== 'ok') {
         expect(r.status).toBe('skipped');

@@ -13,6 +13,10 @@
  * - MoE layer train step, T = 4096: softmax router, top-2 with renormalised gates, per-expert gather,
  *   SwiGLU expert, gate scaling and one scatter-add (as `@moepp/models`' MoE layer does); gradients over
  *   x, the router and every expert weight.
+ * - E = 8 SwiGLU experts on 512 rows each (D = 256, F = 512), forward+backward, two ways timed
+ *   round-robin: a per-expert loop (`split`, per expert `matMul` / `swiglu` / `matMul`, `concat`) and
+ *   `groupedSwigluFfn` (one kernel forward and one backward with native acceleration); gradients over
+ *   the rows and every expert weight. The peer runs the per-expert loop (PyTorch has no grouped op).
  *
  * The PyTorch peer (`native_peer.py`) runs the same cases, written as one would in PyTorch (`@`,
  * `F.gelu`, `F.silu`, `chunk`, `index_add`), with 1 thread and with OpenBLAS's thread count here,
@@ -30,6 +34,7 @@ import {
   accelerationStatus,
   gatherRows,
   gelu,
+  groupedSwigluFfn,
   planDispatch,
   randomNormal,
   rmsNorm,
@@ -66,6 +71,10 @@ export interface NativeBenchmarkSizes {
   readonly experts: number;
   /** K. Default 2. */
   readonly topK: number;
+  /** Rows per expert of the grouped-FFN cases (E groups). Default 512; absent: `moeTokens·topK / experts`. */
+  readonly groupRows?: number;
+  /** F of the grouped-FFN cases. Default 512; absent: `hidden`. */
+  readonly groupHidden?: number;
 }
 
 /** The sizes of the native-acceleration issue's measurements. */
@@ -78,6 +87,8 @@ export const NATIVE_DEFAULT_SIZES: NativeBenchmarkSizes = {
   hidden: 1024,
   experts: 8,
   topK: 2,
+  groupRows: 512,
+  groupHidden: 512,
 };
 
 /** The two columns: wasm with the kit's fixes, without and with native acceleration. */
@@ -112,11 +123,14 @@ export interface NativeBenchmarkOptions {
   readonly quick?: boolean;
 }
 
-/** One case as both sides see it: a name, a kind the peer knows, sizes. */
-interface PeerCase {
+/**
+ * One case as both sides see it: a name, a kind `native_peer.py` knows, sizes (`lm` is a whole
+ * training step of a preset language model, used by the end-to-end benchmark).
+ */
+export interface PeerCase {
   readonly name: string;
-  readonly kind: 'matmul' | 'ffn_gelu' | 'ffn_swiglu' | 'block' | 'moe';
-  readonly [size: string]: number | string;
+  readonly kind: 'matmul' | 'ffn_gelu' | 'ffn_swiglu' | 'block' | 'moe' | 'grouped_ffn' | 'lm';
+  readonly [size: string]: number | string | boolean;
 }
 
 const PEER_SCRIPT = fileURLToPath(new URL('./native_peer.py', import.meta.url));
@@ -204,6 +218,9 @@ export function nativeBenchmark(options: NativeBenchmarkOptions = {}): Benchmark
   const { model: D, hidden: F, experts: E, topK: K } = sizes;
   const [m, k, n] = sizes.matmul;
   const threads = accelerationStatus().threads ?? 2;
+  const groupRows = sizes.groupRows ?? Math.max(1, Math.round((sizes.moeTokens * K) / E));
+  const groupHidden = sizes.groupHidden ?? F;
+  const groupSizes: number[] = new Array(E).fill(groupRows);
 
   const names = {
     matmul: `matmul [${m},${k}]·[${k},${n}]`,
@@ -211,6 +228,8 @@ export function nativeBenchmark(options: NativeBenchmarkOptions = {}): Benchmark
     ffnSwiglu: `FFN SwiGLU (fused up [D,2F]) forward+backward T=${sizes.ffnTokens} D=${D} F=${F}`,
     block: `RMSNorm + SwiGLU block forward+backward T=${sizes.blockTokens} D=${D} F=${F}`,
     moe: `MoE layer train step E=${E} top-${K} T=${sizes.moeTokens} D=${D} F=${F} (SwiGLU experts)`,
+    expertLoop: `E=${E} SwiGLU experts × ${groupRows} rows forward+backward D=${D} F=${groupHidden}: per-expert loop`,
+    grouped: `E=${E} SwiGLU experts × ${groupRows} rows forward+backward D=${D} F=${groupHidden}: groupedSwigluFfn`,
   };
   const peerCases: PeerCase[] = [
     { name: names.matmul, kind: 'matmul', m, k, n },
@@ -218,6 +237,7 @@ export function nativeBenchmark(options: NativeBenchmarkOptions = {}): Benchmark
     { name: names.ffnSwiglu, kind: 'ffn_swiglu', tokens: sizes.ffnTokens, model: D, hidden: F },
     { name: names.block, kind: 'block', tokens: sizes.blockTokens, model: D, hidden: F },
     { name: names.moe, kind: 'moe', tokens: sizes.moeTokens, model: D, hidden: F, experts: E, topK: K },
+    { name: names.expertLoop, kind: 'grouped_ffn', rows: groupRows, model: D, hidden: groupHidden, experts: E },
   ];
   const peer = options.peer === false ? 'not run (peer: false)' : options.peer === undefined || options.peer === true ? runPytorchPeer(peerCases, threads, quick) : options.peer;
   const referenceOf = (name: string): ReferenceTime | undefined => {
@@ -245,8 +265,8 @@ export function nativeBenchmark(options: NativeBenchmarkOptions = {}): Benchmark
     dispose: () => tf.dispose(inputs),
   });
 
-  const withReference = (c: Omit<BenchmarkCase, 'reference'>): BenchmarkCase => {
-    const reference = referenceOf(c.name);
+  const withReference = (c: Omit<BenchmarkCase, 'reference'>, peerName: string = c.name): BenchmarkCase => {
+    const reference = referenceOf(peerName);
     return reference ? { ...c, reference } : c;
   };
 
@@ -332,6 +352,40 @@ export function nativeBenchmark(options: NativeBenchmarkOptions = {}): Benchmark
         return prepared(configuration, [x, router, ...ups, ...downs, dy], () => gradients([x, router, ...ups, ...downs], dy));
       },
     }),
+    ...(['expertLoop', 'grouped'] as const).map((way) =>
+      withReference(
+        {
+          name: names[way],
+          group: 'grouped expert FFN',
+          flops: 9 * matmulFlops(E * groupRows, D, groupHidden),
+          details: {
+            experts: E,
+            rowsPerExpert: groupRows,
+            model: D,
+            hidden: groupHidden,
+            path: way === 'grouped' ? 'groupedSwigluFfn' : 'split -> per expert matMul / swiglu / matMul -> concat',
+            gradientsOver: ['rows', 'expert weights'],
+          },
+          prepare: (configuration) => {
+            const rng = new SeededRandom(seed + 5); // the same inputs for both ways
+            const rows = randomNormal([E * groupRows, D], rng) as tf.Tensor2D; // [E·n, D], expert 0's rows first
+            const ups = Array.from({ length: E }, () => randomNormal([D, 2 * groupHidden], rng, 1 / Math.sqrt(D))); // E × [D, 2F]
+            const downs = Array.from({ length: E }, () => randomNormal([groupHidden, D], rng, 1 / Math.sqrt(groupHidden))); // E × [F, D]
+            const dy = randomNormal([E * groupRows, D], rng);
+            const experts = (input: tf.Tensor2D, weights: readonly tf.Tensor[]): tf.Tensor => {
+              const upWeights = weights.slice(0, E);
+              const downWeights = weights.slice(E);
+              if (way === 'grouped') return groupedSwigluFfn(input, groupSizes, upWeights, downWeights);
+              const blocks = tf.split(input, groupSizes, 0); // E × [n, D]
+              return tf.concat(blocks.map((block, e) => tf.matMul(swiglu(tf.matMul(block, upWeights[e] as tf.Tensor)), downWeights[e] as tf.Tensor)), 0);
+            };
+            const gradients = tf.grads((...inputs: tf.Tensor[]) => experts(inputs[0] as tf.Tensor2D, inputs.slice(1)));
+            return prepared(configuration, [rows, ...ups, ...downs, dy], () => gradients([rows, ...ups, ...downs], dy));
+          },
+        },
+        names.expertLoop,
+      ),
+    ),
   ];
 
   const peerNote =
@@ -347,6 +401,7 @@ export function nativeBenchmark(options: NativeBenchmarkOptions = {}): Benchmark
     cases,
     timing,
     speedup: { baseline: NATIVE_CONFIGURATIONS.wasmFixes.id, candidate: NATIVE_CONFIGURATIONS.wasmNative.id },
+    interleave: true, // only the grouped-FFN cases share a group: they are timed round-robin
   };
 }
 

@@ -2,22 +2,13 @@
  * Keeps the README's example compiled and running: the block below must match the README's `ts` block.
  * It runs in a temporary folder, because the example caches its tokenizer under `runs/`.
  */
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, expect, it, vi } from 'vitest';
+import { afterAll, expect, it } from 'vitest';
+import { expectReadmeExample, startReadmeExample } from '@moepp/tensors-core/testing';
 
-const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
-const source = readFileSync(new URL(import.meta.url), 'utf8');
-const originalDir = process.cwd();
-const workDir = mkdtempSync(join(tmpdir(), 'moepp-data-readme-'));
-process.chdir(workDir);
-afterAll(() => {
-  process.chdir(originalDir);
-  rmSync(workDir, { recursive: true, force: true });
-});
-const printed: unknown[][] = [];
-vi.spyOn(console, 'log').mockImplementation((...values: unknown[]) => void printed.push(values));
+const run = startReadmeExample({ temporaryFolderPrefix: 'moepp-data-readme-' }); // records console.log in run.printed
+afterAll(run.cleanup);
 // example:start
 import { prepareTextData } from '@moepp/data';
 
@@ -30,11 +21,10 @@ const cursor = data.train.getCursor(); // JSON for the checkpoint; resume with p
 for (const validationBatch of data.validation) console.log(validationBatch.shape); // [16, 129], 4 batches
 console.log(data.tokenizer.decode(batch.inputs.subarray(0, 128)), JSON.stringify(cursor).length);
 // example:end
-vi.mocked(console.log).mockRestore();
+run.endExample();
 
 it('matches the README and runs', () => {
-  const example = source.slice(source.indexOf('// example:start\n') + 17, source.indexOf('// example:end'));
-  expect(readme).toContain('```ts\n' + example + '```');
+  expectReadmeExample(import.meta.url);
   expect(batch.inputs).toBeInstanceOf(Int32Array);
   expect(batch.inputs).toHaveLength(16 * 128);
   expect(batch.targets).toHaveLength(16 * 128);
@@ -42,8 +32,8 @@ it('matches the README and runs', () => {
   expect(Array.from(batch.targets.subarray(0, 127))).toEqual(Array.from(batch.inputs.subarray(1, 128)));
   expect(data.tokenizer.vocabSize).toBe(2048);
   expect(data.validation).toHaveLength(4);
-  expect(printed.slice(0, 4)).toEqual(new Array(4).fill([[16, 129]]));
-  expect(printed[4]).toEqual([data.tokenizer.decode(batch.inputs.subarray(0, 128)), JSON.stringify(cursor).length]);
+  expect(run.printed.slice(0, 4)).toEqual(new Array(4).fill([[16, 129]]));
+  expect(run.printed[4]).toEqual([data.tokenizer.decode(batch.inputs.subarray(0, 128)), JSON.stringify(cursor).length]);
   expect(JSON.parse(JSON.stringify(cursor))).toEqual(cursor);
-  expect(existsSync(join(workDir, 'runs', 'sotu-2048.tokenizer.json'))).toBe(true);
+  expect(existsSync(join(run.workDir, 'runs', 'sotu-2048.tokenizer.json'))).toBe(true);
 });

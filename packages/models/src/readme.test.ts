@@ -1,9 +1,8 @@
 /** Keeps the README's example compiled and running: the block below must match the README's `ts` block. */
-import { readFileSync } from 'node:fs';
-import { expect, it, vi } from 'vitest';
+import { expect, it } from 'vitest';
+import { expectReadmeExample, startReadmeExample } from '@moepp/tensors-core/testing';
 
-const printed: unknown[][] = [];
-vi.spyOn(console, 'log').mockImplementation((...values: unknown[]) => void printed.push(values));
+const run = startReadmeExample(); // records console.log in run.printed
 // example:start
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '@moepp/tensors-core';
@@ -16,13 +15,10 @@ const tokens = tf.tensor2d([[72, 101, 108, 108, 111]], [1, 5], 'int32');
 const { logits, moeLayers } = model.forward(tokens); // logits [1, 5, 256]
 console.log(countModelParameters(config).total, moeLayers[0]?.tokensPerExpert);
 // example:end
-vi.mocked(console.log).mockRestore();
+run.endExample();
 
 it('matches the README and runs', () => {
-  const source = readFileSync(new URL(import.meta.url), 'utf8');
-  const example = source.slice(source.indexOf('// example:start\n') + 17, source.indexOf('// example:end'));
-  const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
-  expect(readme).toContain('```ts\n' + example + '```');
+  expectReadmeExample(import.meta.url);
   expect(logits.shape).toEqual([1, 5, 256]);
   // The smoke MoE++ preset: 2 blocks, each an MoE++ layer of 4 FFN + 2 constant + 1 copy + 1 zero experts, top-2.
   expect(moeLayers).toHaveLength(2);
@@ -30,7 +26,7 @@ it('matches the README and runs', () => {
   expect(moeLayers[0]!.tokensPerExpert.reduce((a, b) => a + b, 0)).toBe(5 * 2);
   // The printed total is the exact count of the model's variables.
   const total = model.parameters().reduce((sum, p) => sum + p.variable.size, 0);
-  expect(printed).toEqual([[total, moeLayers[0]!.tokensPerExpert]]);
+  expect(run.printed).toEqual([[total, moeLayers[0]!.tokensPerExpert]]);
   tf.dispose([tokens, logits]);
   model.dispose();
 });

@@ -23,6 +23,9 @@
  *   geluGrad(heap, dyOffset, xOffset, dxOffset, n)
  *   rmsNorm(heap, xOffset, weightOffset, yOffset, invRmsOffset, rows, d, eps)
  *   rmsNormGrad(heap, dyOffset, xOffset, weightOffset, invRmsOffset, dxOffset, dWeightOffset, rows, d)
+ *   adamw(heap, weightOffset, gradientOffset, firstMomentOffset, secondMomentOffset, weightOutOffset,
+ *         firstMomentOutOffset, secondMomentOutOffset, n, beta1, beta2, epsilon, stepSize,
+ *         inverseRootCorrection2, decayFactor)
  */
 #define _GNU_SOURCE
 #define NAPI_VERSION 8
@@ -139,13 +142,20 @@ static int read_int(call_t *call, size_t index, const char *name, int64_t min, i
   return 1;
 }
 
-static int read_float(call_t *call, size_t index, const char *name, float *out) {
+static int read_double(call_t *call, size_t index, const char *name, double *out) {
   double value = 0;
   char text[256];
   if (index >= call->argc || napi_get_value_double(call->env, call->argv[index], &value) != napi_ok || !isfinite(value)) {
     snprintf(text, sizeof text, "argument '%s' must be a finite number", name);
     return throw_type(call, text);
   }
+  *out = value;
+  return 1;
+}
+
+static int read_float(call_t *call, size_t index, const char *name, float *out) {
+  double value = 0;
+  if (!read_double(call, index, name, &value)) return 0;
   *out = (float)value;
   return 1;
 }
@@ -405,6 +415,23 @@ static napi_value sgemm(napi_env env, napi_callback_info info) {
 /* ------------------------------------------------------------------------------------------------ */
 /* Elementwise kernels                                                                              */
 
+/* The scalars of one AdamW update, each rounded once to float32 (see adamw() below). */
+typedef struct {
+  float beta1, one_minus_beta1, beta2, one_minus_beta2, epsilon, step_size, inverse_root_correction2, decay_factor;
+} adamw_scalars_t;
+
+/*
+ * Marks a kernel that must round every product and sum separately (no a·b + c -> FMA), to agree bit
+ * for bit with the tfjs ops it replaces. GCC contracts across statements by default in GNU C mode;
+ * Clang (whose default contracts only within one expression) needs nothing when the kernel writes one
+ * operation per statement.
+ */
+#if defined(__GNUC__) && !defined(__clang__)
+#define NO_FP_CONTRACT __attribute__((optimize("fp-contract=off")))
+#else
+#define NO_FP_CONTRACT
+#endif
+
 /* The elementwise kernels, twice: baseline, and AVX2 + FMA where the compiler can target it. */
 #define KERNEL(name) name##_baseline
 #include "elementwise.h"
@@ -575,11 +602,58 @@ static napi_value rms_norm_grad(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/*
+ * One AdamW update of one parameter of n elements: reads weight, gradient and both moments, writes
+ * the new weight and moments to three other spans (which must not overlap any input or each other;
+ * the inputs may overlap one another). The scalars arrive as doubles and are rounded to float32 once,
+ * as tfjs does for a JS number in an op (1 - beta is formed in double first, like the JS caller).
+ */
+static napi_value adamw(napi_env env, napi_callback_info info) {
+  call_t call;
+  int64_t offsets[7], n;
+  double beta1, beta2, epsilon, step_size, inverse_root_correction2, decay_factor;
+  static const char *const names[7] = {"weight", "gradient", "firstMoment", "secondMoment", "weightOut", "firstMomentOut", "secondMomentOut"};
+  static const char *const offset_names[7] = {"weightOffset",    "gradientOffset",       "firstMomentOffset",    "secondMomentOffset",
+                                              "weightOutOffset", "firstMomentOutOffset", "secondMomentOutOffset"};
+  if (!begin_call(env, info, &call, "adamw", 15)) return NULL;
+  for (size_t i = 0; i < 7; i++) {
+    if (!read_int(&call, 1 + i, offset_names[i], 0, OFFSET_LIMIT, &offsets[i])) return NULL;
+  }
+  if (!read_int(&call, 8, "n", 0, OFFSET_LIMIT, &n) || !read_double(&call, 9, "beta1", &beta1) || !read_double(&call, 10, "beta2", &beta2) ||
+      !read_double(&call, 11, "epsilon", &epsilon) || !read_double(&call, 12, "stepSize", &step_size) ||
+      !read_double(&call, 13, "inverseRootCorrection2", &inverse_root_correction2) || !read_double(&call, 14, "decayFactor", &decay_factor)) {
+    return NULL;
+  }
+  for (size_t i = 0; i < 7; i++) {
+    if (!check_span(&call, names[i], offsets[i], n)) return NULL;
+  }
+  /* each output against every input and every other output */
+  for (size_t out = 4; out < 7; out++) {
+    for (size_t other = 0; other < 7; other++) {
+      if (other != out && !check_disjoint(&call, names[out], offsets[out], n, names[other], offsets[other], n)) return NULL;
+    }
+  }
+  const adamw_scalars_t scalars = {
+      .beta1 = (float)beta1,
+      .one_minus_beta1 = (float)(1.0 - beta1),
+      .beta2 = (float)beta2,
+      .one_minus_beta2 = (float)(1.0 - beta2),
+      .epsilon = (float)epsilon,
+      .step_size = (float)step_size,
+      .inverse_root_correction2 = (float)inverse_root_correction2,
+      .decay_factor = (float)decay_factor,
+  };
+  float *heap = call.heap;
+  DISPATCH(adamw_values, heap + offsets[0], heap + offsets[1], heap + offsets[2], heap + offsets[3], heap + offsets[4], heap + offsets[5],
+           heap + offsets[6], n, &scalars);
+  return NULL;
+}
+
 /* ------------------------------------------------------------------------------------------------ */
 /* Module                                                                                           */
 
 /* Bumped whenever an export changes; src/accel.ts refuses an addon built from another version. */
-#define ACCEL_ABI_VERSION 2
+#define ACCEL_ABI_VERSION 3
 
 static napi_value init(napi_env env, napi_value exports) {
   napi_value abi;
@@ -595,6 +669,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"geluGrad", NULL, gelu_grad, NULL, NULL, NULL, napi_default, NULL},
       {"rmsNorm", NULL, rms_norm, NULL, NULL, NULL, napi_default, NULL},
       {"rmsNormGrad", NULL, rms_norm_grad, NULL, NULL, NULL, napi_default, NULL},
+      {"adamw", NULL, adamw, NULL, NULL, NULL, napi_default, NULL},
   };
   if (napi_define_properties(env, exports, sizeof properties / sizeof properties[0], properties) != napi_ok) return NULL;
   return exports;

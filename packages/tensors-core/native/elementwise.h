@@ -131,3 +131,38 @@ static void KERNEL(gelu_grad_values)(const float *restrict dy, const float *rest
     dx[i] = dy[i] * (cdf + v * pdf);
   }
 }
+
+/*
+ * One AdamW update (PyTorch's torch.optim.AdamW as @moepp/trainers' adamw.ts writes it), every
+ * operation rounded to float32 in the order the composite tfjs ops use, so that both agree bit for
+ * bit. That is why accel.c compiles this function without FMA contraction (NO_FP_CONTRACT).
+ *   m' = m·β1 + g·(1 − β1)
+ *   v' = v·β2 + g²·(1 − β2)
+ *   w' = w·decay − (m' / (√v'·c2 + ε))·stepSize     c2 = 1/√(1 − β2^t), stepSize = lr/(1 − β1^t)
+ * The inputs may alias one another; the outputs alias nothing (accel.c checks).
+ */
+static void NO_FP_CONTRACT KERNEL(adamw_values)(const float *restrict w, const float *restrict g, const float *restrict m, const float *restrict v,
+                                                float *restrict w_out, float *restrict m_out, float *restrict v_out, int64_t n,
+                                                const adamw_scalars_t *scalars) {
+  const adamw_scalars_t s = *scalars;
+  for (int64_t i = 0; i < n; i++) {
+    /* one statement per tfjs kernel of the composite form (Clang contracts only within a statement) */
+    float gradient = g[i];
+    float decayed_first = m[i] * s.beta1;
+    float scaled_gradient = gradient * s.one_minus_beta1;
+    float first = decayed_first + scaled_gradient;
+    float decayed_second = v[i] * s.beta2;
+    float squared_gradient = gradient * gradient;
+    float scaled_square = squared_gradient * s.one_minus_beta2;
+    float second = decayed_second + scaled_square;
+    float root = sqrtf(second);
+    float corrected_root = root * s.inverse_root_correction2;
+    float denominator = corrected_root + s.epsilon;
+    float decayed_weight = w[i] * s.decay_factor;
+    float direction = first / denominator;
+    float step = direction * s.step_size;
+    m_out[i] = first;
+    v_out[i] = second;
+    w_out[i] = decayed_weight - step;
+  }
+}

@@ -330,6 +330,36 @@ describe.runIf(addon !== null)('native addon', () => {
       expectArraysClose(heap.subarray(400, 400 + d), dWeight);
     });
 
+    it('adamw matches the float32 formula bit for bit (no FMA), for sizes around the vector width', () => {
+      const f32 = Math.fround;
+      const [beta1, beta2, epsilon, lr, t] = [0.9, 0.95, 1e-8, 3e-3, 7];
+      const [stepSize, correction, decay] = [lr / (1 - beta1 ** t), 1 / Math.sqrt(1 - beta2 ** t), 1 - lr * 0.1];
+      for (const n of [1, 7, 8, 9, 67]) {
+        const heap = new Float32Array(7 * 80);
+        heap.set(randomArray(4 * 80, n));
+        for (let i = 240; i < 320; i++) heap[i] = (heap[i] as number) ** 2 * 1e-3; // second moments >= 0
+        native.adamw(heap.buffer, 0, 80, 160, 240, 320, 400, 480, n, beta1, beta2, epsilon, stepSize, correction, decay);
+        for (let i = 0; i < n; i++) {
+          const [w, g, m, v] = [heap[i], heap[80 + i], heap[160 + i], heap[240 + i]] as number[] as [number, number, number, number];
+          const first = f32(f32(m * f32(beta1)) + f32(g * f32(1 - beta1)));
+          const second = f32(f32(v * f32(beta2)) + f32(f32(g * g) * f32(1 - beta2)));
+          const denominator = f32(f32(f32(Math.sqrt(second)) * f32(correction)) + f32(epsilon));
+          expect([heap[320 + i], heap[400 + i], heap[480 + i]]).toEqual([f32(f32(w * f32(decay)) - f32(f32(first / denominator) * f32(stepSize))), first, second]);
+        }
+        expect(heap[320 + n]).toBe(0); // nothing written past n
+      }
+    });
+
+    it('adamw bounds-checks its spans and refuses outputs that overlap an input or each other', () => {
+      const heap = new Float32Array(64);
+      const call = (offsets: number[], n = 8) => () => native.adamw(heap.buffer, ...(offsets as [number, number, number, number, number, number, number]), n, 0.9, 0.95, 1e-8, 1e-3, 1, 1);
+      expect(call([0, 8, 16, 24, 32, 40, 60])).toThrow("accel.adamw: 'secondMomentOut' [60, 68) is outside the heap of 64 floats");
+      expect(call([0, 8, 16, 24, 32, 36, 48])).toThrow("accel.adamw: 'weightOut' overlaps 'firstMomentOut'");
+      expect(call([0, 8, 16, 24, 26, 40, 48])).toThrow("accel.adamw: 'weightOut' overlaps 'secondMoment'");
+      expect(call([0, 0, 0, 0, 32, 40, 48])).not.toThrow(); // inputs may share data
+      expect(() => native.adamw(heap.buffer, 0, 8, 16, 24, 32, 40, 48, 8, Number.NaN, 0.95, 1e-8, 1e-3, 1, 1)).toThrow("accel.adamw: argument 'beta1' must be a finite number");
+    });
+
     it('bounds-check their spans', () => {
       const heap = new Float32Array(64);
       expect(() => native.swiglu(heap.buffer, 0, 60, 2, 4)).toThrow(/accel\.swiglu: 'out' \[60, 68\) is outside the heap of 64 floats/);

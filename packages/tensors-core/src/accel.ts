@@ -74,6 +74,27 @@ export interface NativeAccel {
     rows: number,
     d: number,
   ): void;
+  /**
+   * One AdamW update of `n` elements (see `../optim.ts`): reads `weight`, `gradient` and both moments,
+   * writes the new weight and moments to three other spans (which must not overlap any input).
+   */
+  adamw(
+    heap: ArrayBuffer,
+    weightOffset: number,
+    gradientOffset: number,
+    firstMomentOffset: number,
+    secondMomentOffset: number,
+    weightOutOffset: number,
+    firstMomentOutOffset: number,
+    secondMomentOutOffset: number,
+    n: number,
+    beta1: number,
+    beta2: number,
+    epsilon: number,
+    stepSize: number,
+    inverseRootCorrection2: number,
+    decayFactor: number,
+  ): void;
 }
 
 /** What the addon's `load` returns. */
@@ -111,7 +132,7 @@ export interface AccelerationOptions {
 }
 
 /** The addon's export version this file expects (`ACCEL_ABI_VERSION` in `native/accel.c`). */
-export const ACCEL_ABI_VERSION = 2;
+export const ACCEL_ABI_VERSION = 3;
 
 /** `OPENBLAS_THREAD_TIMEOUT` the kit sets when the user has not: idle workers sleep after ~2^4 cycles. */
 export const DEFAULT_THREAD_TIMEOUT = 4;

@@ -27,8 +27,8 @@ function runsFused(...tensors: readonly tf.Tensor[]): boolean {
 }
 
 /**
- * Whether {@link swiglu}, {@link gelu} and {@link rmsNorm} use their fused native kernels right now (native
- * acceleration active and the `wasm` backend selected).
+ * Whether {@link swiglu}, {@link gelu} and {@link rmsNorm} (and `adamwUpdate`, see `optim.ts`) use their
+ * fused native kernels right now (native acceleration active and the `wasm` backend selected).
  *
  * @returns true when the next float32 call runs fused
  */

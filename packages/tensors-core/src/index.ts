@@ -4,7 +4,10 @@
  * - {@link initBackend}: pick cpu / wasm / tensorflow and register the kernel fixes;
  * - {@link SeededRandom} and initialisers: reproducible numbers;
  * - {@link checkShape}, {@link checkNumber}: errors that name the op, the argument, expected and actual;
- * - dispatch primitives for sparse MoE layers; FLOP and parameter accounting.
+ * - fused ops ({@link swiglu}, {@link gelu}, {@link rmsNorm}) and the optimiser op {@link adamwUpdate}, one
+ *   native kernel each where acceleration is active;
+ * - dispatch primitives for sparse MoE layers, and {@link groupedSwigluFfn} to run every FFN expert
+ *   of a layer in one op; FLOP and parameter accounting.
  *
  * @packageDocumentation
  */
@@ -32,6 +35,8 @@ export {
   type KernelFixInfo,
 } from './kernels/index.js';
 export { swiglu, gelu, rmsNorm, fusedOpsActive } from './fused.js';
+export { groupedSwigluFfn, groupedFfnFused } from './grouped-ffn.js';
+export { adamwUpdate, type AdamWUpdate, type AdamWUpdateScalars } from './optim.js';
 export * from './expert-kinds.js';
 export * from './dispatch.js';
 export * from './accounting.js';

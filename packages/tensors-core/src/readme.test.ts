@@ -1,6 +1,6 @@
 /** Keeps the README's example compiled and running: the block below must match the README's `ts` block. */
-import { readFileSync } from 'node:fs';
 import { expect, it } from 'vitest';
+import { expectReadmeExample } from '@moepp/tensors-core/testing';
 // example:start
 import * as tf from '@tensorflow/tfjs';
 import { initBackend, SeededRandom, randomNormal, checkShape, planDispatch, gatherRows, scatterAddRows, matmulFlops } from '@moepp/tensors-core';
@@ -18,10 +18,7 @@ plan.dispose();
 // example:end
 
 it('matches the README and runs', () => {
-  const source = readFileSync(new URL(import.meta.url), 'utf8');
-  const example = source.slice(source.indexOf('// example:start\n') + 17, source.indexOf('// example:end'));
-  const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
-  expect(readme).toContain('```ts\n' + example + '```');
+  expectReadmeExample(import.meta.url);
   expect(backend.backend).toBe('wasm');
   expect(backend.kernelFixes).toContain('wasm-batch-matmul');
   expect(backend.summary).toContain("on 'wasm'");

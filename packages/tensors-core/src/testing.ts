@@ -1,7 +1,11 @@
 /**
  * Helpers for tests of tfjs code, exported as `@moepp/tensors-core/testing`:
- * closeness with a readable diff, a no-leak check and a finite-difference gradient check.
+ * closeness with a readable diff, a no-leak check, a finite-difference gradient check, and the harness
+ * that keeps README examples compiled and running.
  */
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 
 /** Tolerances for {@link expectTensorClose}: `|a - b| <= atol + rtol·|b|` elementwise. */
@@ -299,4 +303,153 @@ export function checkVariableGradients(
  */
 export function setVariable(variable: tf.Variable, values: tf.TensorLike): void {
   tf.tidy(() => variable.assign(tf.tensor(values, variable.shape, 'float32')));
+}
+
+/** The line that opens a test file's copy of its README example (see {@link expectReadmeExample}). */
+const EXAMPLE_START = '// example:start\n';
+/** The line that closes it. */
+const EXAMPLE_END = '// example:end';
+
+/**
+ * The fenced `ts` code blocks of a Markdown text, in order, each with its trailing newline.
+ *
+ * @param markdown - the Markdown text, e.g. a README
+ * @returns the contents of every such block (without the fences)
+ */
+export function readmeExampleBlocks(markdown: string): string[] {
+  return [...markdown.matchAll(/```ts\n([\s\S]*?)```/g)].map((match) => match[1] as string);
+}
+
+/**
+ * Asserts that a README shows, as a fenced `ts` code block, exactly the example that a test file compiles and
+ * runs. The test file holds the example at its top level, between a `// example:start` line and a
+ * `// example:end` line, so that TypeScript type-checks it, vitest runs it when it loads the file, and
+ * the test's assertions can read its variables; this check keeps the README's copy identical.
+ *
+ * Typical use, in `src/readme.test.ts` (see {@link startReadmeExample} for examples that print or write
+ * files):
+ * ```ts
+ * // example:start
+ * import { matmulFlops } from '@moepp/tensors-core';
+ * const flops = matmulFlops(3, 8, 16); // 768
+ * // example:end
+ * it('matches the README and runs', () => {
+ *   expectReadmeExample(import.meta.url);
+ *   expect(flops).toBe(768);
+ * });
+ * ```
+ *
+ * @param testFileUrl - the test file's URL, `import.meta.url`
+ * @param readmeUrl - the README to compare with; default `../README.md` relative to the test file (the
+ *   package README for a test in `src/`)
+ * @throws Error if the test file lacks the markers, or naming the README and the first line of the
+ *   example that its closest `ts` block does not match
+ */
+export function expectReadmeExample(testFileUrl: string | URL, readmeUrl: string | URL = new URL('../README.md', testFileUrl)): void {
+  const testPath = new URL(testFileUrl);
+  const readmePath = new URL(readmeUrl);
+  const source = readFileSync(testPath, 'utf8');
+  const start = source.indexOf(EXAMPLE_START);
+  const end = source.indexOf(EXAMPLE_END, start);
+  if (start < 0 || end < 0) {
+    throw new Error(`expectReadmeExample: ${testPath.pathname} must hold the example between '// example:start' and '// example:end' lines`);
+  }
+  const example = source.slice(start + EXAMPLE_START.length, end);
+  const readme = readFileSync(readmePath, 'utf8');
+  if (readme.includes('```ts\n' + example + '```')) return;
+  // Say where it differs: the first mismatching line against the block that agrees longest.
+  const exampleLines = example.split('\n');
+  const blocks = readmeExampleBlocks(readme).map((block) => block.split('\n'));
+  let closest = -1;
+  let agreeing = -1; // lines of the closest block that equal the example's first lines
+  blocks.forEach((blockLines, index) => {
+    let line = 0;
+    while (line < exampleLines.length && exampleLines[line] === blockLines[line]) line++;
+    if (line > agreeing) [closest, agreeing] = [index, line];
+  });
+  const where =
+    closest < 0
+      ? 'it has no ```ts block'
+      : `its closest \`\`\`ts block (number ${closest + 1}) differs at example line ${agreeing + 1}: expected ` +
+        `${JSON.stringify(exampleLines[agreeing] ?? '(end of block)')}, got ${JSON.stringify(blocks[closest]![agreeing] ?? '(end of block)')}`;
+  throw new Error(`expectReadmeExample: ${readmePath.pathname} does not show the example of ${testPath.pathname}; ${where}`);
+}
+
+/** Options for {@link startReadmeExample}. */
+export interface ReadmeExampleOptions {
+  /**
+   * Run the example in a fresh folder under the OS temp folder whose name starts with this prefix (for
+   * examples that write files, e.g. `runs/`), changing the working folder until
+   * {@link ReadmeExampleRun.cleanup}. Default: none, the example runs in the current working folder.
+   */
+  readonly temporaryFolderPrefix?: string;
+}
+
+/** The surroundings of a running README example, from {@link startReadmeExample}. */
+export interface ReadmeExampleRun {
+  /** The folder the example runs in: the temporary folder, or the working folder if there is none. */
+  readonly workDir: string;
+  /** The arguments of every `console.log` call from the start to {@link ReadmeExampleRun.endExample}. */
+  readonly printed: unknown[][];
+  /** Stops recording `console.log` and puts the original back; call it after `// example:end`. Idempotent. */
+  endExample(): void;
+  /**
+   * Calls {@link ReadmeExampleRun.endExample}, returns to the previous working folder and removes the
+   * temporary folder; pass it to `afterAll`. Idempotent.
+   */
+  cleanup(): void;
+}
+
+/**
+ * Sets up the surroundings of a README example that prints or writes files: records `console.log` (the
+ * output is kept in {@link ReadmeExampleRun.printed} for the test to check, not printed) and optionally
+ * runs it in a fresh temporary folder. Call it at the top level of the test file just before the
+ * `// example:start` line, and `endExample()` right after `// example:end`:
+ * ```ts
+ * const run = startReadmeExample({ temporaryFolderPrefix: 'moepp-data-readme-' });
+ * afterAll(run.cleanup);
+ * // example:start
+ * ...
+ * // example:end
+ * run.endExample();
+ * it('matches the README and runs', () => {
+ *   expectReadmeExample(import.meta.url);
+ *   expect(run.printed).toEqual([...]);
+ * });
+ * ```
+ * The working folder belongs to the whole process, so a temporary folder needs vitest's `forks` pool (as
+ * this repository uses; `process.chdir` throws in worker threads), which runs each test file in its own process.
+ *
+ * @param options - see {@link ReadmeExampleOptions}
+ * @returns the run: its folder, what it printed, and how to end it
+ * @throws Error if the temporary folder cannot be made or entered
+ */
+export function startReadmeExample(options: ReadmeExampleOptions = {}): ReadmeExampleRun {
+  const originalDir = process.cwd();
+  const temporaryDir =
+    options.temporaryFolderPrefix === undefined ? undefined : mkdtempSync(join(tmpdir(), options.temporaryFolderPrefix));
+  if (temporaryDir !== undefined) process.chdir(temporaryDir);
+  const printed: unknown[][] = [];
+  const originalLog = console.log;
+  console.log = (...values: unknown[]): void => void printed.push(values);
+  let logging = true;
+  let cleaned = false;
+  const endExample = (): void => {
+    if (!logging) return;
+    console.log = originalLog;
+    logging = false;
+  };
+  return {
+    workDir: temporaryDir ?? originalDir,
+    printed,
+    endExample,
+    cleanup: (): void => {
+      endExample();
+      if (cleaned) return;
+      cleaned = true;
+      if (temporaryDir === undefined) return;
+      process.chdir(originalDir);
+      rmSync(temporaryDir, { recursive: true, force: true });
+    },
+  };
 }

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
-import { ConfigError } from '@moepp/tensors-core';
+import { ConfigError, accelerationStatus, withAcceleration } from '@moepp/tensors-core';
 import { expectNoLeak } from '@moepp/tensors-core/testing';
 import { AdamW, defaultDecayRule, resolveAdamWConfig } from './adamw.js';
 
@@ -135,5 +135,32 @@ describe('AdamW', () => {
     });
     await expectNoLeak(() => optimizer.dispose(), -2);
     tf.dispose([weight, gradient]);
+  });
+
+  it('gives the same numbers with and without native acceleration, one MoeppAdamW kernel per parameter when accelerated', async () => {
+    /** Three updates of a decayed matrix and an undecayed vector; the vector misses its gradient once. */
+    const run = async (): Promise<{ values: number[][]; kernels: string[] }> => {
+      const matrix = tf.variable(tf.tensor2d([[0.3, -0.7, 0.1], [1.1, 0.2, -2]]));
+      const vector = tf.variable(tf.tensor1d([1, -0.5, 0.25]));
+      const optimizer = new AdamW([
+        { name: 'matrix', variable: matrix, decay: true },
+        { name: 'vector', variable: vector, decay: false },
+      ]);
+      const matrixGradient = tf.tensor2d([[0.1, -0.2, 0.3], [0.05, 0, -1]]);
+      const vectorGradient = tf.tensor1d([-0.3, 0.02, 0]);
+      optimizer.applyGradients(new Map<string, tf.Tensor>([['matrix', matrixGradient], ['vector', vectorGradient]]), 1e-2);
+      optimizer.applyGradients(new Map([['matrix', matrixGradient]]), 5e-3);
+      const profile = await tf.profile(() => optimizer.applyGradients(new Map<string, tf.Tensor>([['matrix', matrixGradient], ['vector', vectorGradient]]), 1e-3));
+      const values = [Array.from(matrix.dataSync()), Array.from(vector.dataSync())];
+      tf.dispose([matrix, vector, matrixGradient, vectorGradient]);
+      optimizer.dispose();
+      return { values, kernels: profile.kernels.map((kernel) => kernel.name) };
+    };
+    const composite = await withAcceleration(false, run);
+    expect(composite.kernels).not.toContain('MoeppAdamW');
+    const current = await run();
+    expect(current.values).toEqual(composite.values);
+    const accelerated = accelerationStatus().active && tf.getBackend() === 'wasm';
+    expect(current.kernels).toEqual(accelerated ? ['MoeppAdamW', 'MoeppAdamW'] : composite.kernels);
   });
 });

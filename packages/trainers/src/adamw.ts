@@ -20,13 +20,16 @@
  * zero gradient: its moments decay, its momentum still moves it, and weight decay applies. Mathematically
  * that is its gradient; PyTorch would instead skip a parameter whose `.grad` is `None`.
  *
+ * Each parameter's update is one `adamwUpdate` op of `@moepp/tensors-core` (one native kernel on
+ * accelerated wasm, twelve tfjs ops otherwise; both round every operation to float32 in the same order).
+ *
  * State: two float32 moment tensors per parameter (kept as non-trainable `tf.Variable`s, created once, so
  * the live tensor count stays flat) and the step count. {@link AdamW.exportState} /
  * {@link AdamW.importState} move it in and out as named float32 arrays keyed
  * `<official parameter name>.exp_avg` and `.exp_avg_sq`, in the kit's (tfjs) layout.
  */
 import * as tf from '@tensorflow/tfjs';
-import { ConfigError, checkNumber } from '@moepp/tensors-core';
+import { ConfigError, adamwUpdate, checkNumber } from '@moepp/tensors-core';
 
 /** Hyper-parameters of {@link AdamW}. */
 export interface AdamWConfig {
@@ -189,14 +192,18 @@ export class AdamW {
       tf.tidy(() => {
         const weight = slot.parameter.variable;
         const g = gradient ?? tf.zerosLike(weight);
-        const firstMoment = tf.add(tf.mul(slot.firstMoment, beta1), tf.mul(g, 1 - beta1));
-        const secondMoment = tf.add(tf.mul(slot.secondMoment, beta2), tf.mul(tf.square(g), 1 - beta2));
-        const denominator = tf.add(tf.mul(tf.sqrt(secondMoment), inverseRootCorrection2), epsilon);
-        const decayed = decayFactor === 1 ? weight : tf.mul(weight, decayFactor);
-        const updated = tf.sub(decayed, tf.mul(tf.div(firstMoment, denominator), stepSize));
-        slot.firstMoment.assign(firstMoment);
-        slot.secondMoment.assign(secondMoment);
-        weight.assign(updated);
+        // One fused kernel per parameter when natively accelerated, the same formula in tfjs ops otherwise.
+        const updated = adamwUpdate(weight, g, slot.firstMoment, slot.secondMoment, {
+          beta1,
+          beta2,
+          epsilon,
+          stepSize,
+          inverseRootCorrection2,
+          decayFactor,
+        });
+        slot.firstMoment.assign(updated.firstMoment);
+        slot.secondMoment.assign(updated.secondMoment);
+        weight.assign(updated.weight);
       });
     }
     this.steps = t;

@@ -3,22 +3,13 @@
  * It runs in a temporary folder, because the example writes `runs/moby/`. (The full 200 steps, as the
  * README says: about half a minute on 2 cores.)
  */
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, expect, it, vi } from 'vitest';
+import { afterAll, expect, it } from 'vitest';
+import { expectReadmeExample, startReadmeExample } from '@moepp/tensors-core/testing';
 
-const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
-const source = readFileSync(new URL(import.meta.url), 'utf8');
-const originalDir = process.cwd();
-const workDir = mkdtempSync(join(tmpdir(), 'moepp-trainers-readme-'));
-process.chdir(workDir);
-afterAll(() => {
-  process.chdir(originalDir);
-  rmSync(workDir, { recursive: true, force: true });
-});
-const printed: unknown[][] = [];
-vi.spyOn(console, 'log').mockImplementation((...values: unknown[]) => void printed.push(values));
+const run = startReadmeExample({ temporaryFolderPrefix: 'moepp-trainers-readme-' }); // records console.log in run.printed
+afterAll(run.cleanup);
 // example:start
 import { initBackend } from '@moepp/tensors-core';
 import { createModel, presetConfig } from '@moepp/models';
@@ -33,24 +24,23 @@ const config = { totalSteps: 200, evalInterval: 50, checkpointDir, checkpointInt
 const result = await train(model, data, config, { resumeFrom: resolveCheckpointDir(checkpointDir) ? checkpointDir : undefined });
 console.log(result.stopReason, result.evals.at(-1)); // completed { type: 'eval', step: 200, loss, perplexity, accuracy, … }
 // example:end
-vi.mocked(console.log).mockRestore();
+run.endExample();
 
 it('matches the README and runs: 200 steps, validation loss from ln 256 to about 2.9', () => {
-  const example = source.slice(source.indexOf('// example:start\n') + 17, source.indexOf('// example:end'));
-  expect(readme).toContain('```ts\n' + example + '```');
+  expectReadmeExample(import.meta.url);
   expect(result.stopReason).toBe('completed');
   expect(result.step).toBe(200);
   expect(result.evals.map((e) => e.step)).toEqual([0, 50, 100, 150, 200]);
   expect(result.evals[0]!.loss).toBeCloseTo(Math.log(256), 1);
   expect(result.evals.at(-1)!.loss).toBeLessThan(3.2);
-  expect(printed.at(-1)).toEqual(['completed', result.evals.at(-1)]);
-  expect(readdirSync(join(workDir, 'runs/moby/checkpoint')).sort()).toEqual([
+  expect(run.printed.at(-1)).toEqual(['completed', result.evals.at(-1)]);
+  expect(readdirSync(join(run.workDir, 'runs/moby/checkpoint')).sort()).toEqual([
     'config.json',
     'model.safetensors',
     'optimizer.safetensors',
     'trainer-state.json',
   ]);
-  expect(existsSync(join(workDir, 'runs/moby/metrics.jsonl'))).toBe(true);
+  expect(existsSync(join(run.workDir, 'runs/moby/metrics.jsonl'))).toBe(true);
   expect(resolveCheckpointDir(checkpointDir)).toBeTruthy(); // so running the example again resumes (and stops at once)
   model.dispose();
 });

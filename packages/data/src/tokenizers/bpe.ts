@@ -7,14 +7,8 @@
  */
 import { ConfigError } from '@moepp/tensors-core';
 import { BYTE_TO_UNICODE, byteLevelToBytes, gpt2PreTokenizerPattern } from './byte-level.js';
-import {
-  BYTE_LEVEL_DECODER,
-  BYTE_LEVEL_POST_PROCESSOR,
-  BYTE_LEVEL_PRE_TOKENIZER,
-  END_OF_TEXT,
-  type Tokenizer,
-  type TokenizerJson,
-} from './tokenizer.js';
+import { byteLevelBpeJson } from './hf-json.js';
+import { END_OF_TEXT, type Tokenizer, type TokenizerJson } from './tokenizer.js';
 
 /** A special token: literal text matched before pre-tokenisation and given one fixed id. */
 export interface SpecialToken {
@@ -241,37 +235,7 @@ export class BpeTokenizer implements Tokenizer {
     });
     // Special tokens also go into the model vocabulary, as HF's trainer and GPT-2's file have them.
     for (const { content, id } of this.specialTokens) vocab[content] = id;
-    return {
-      version: '1.0',
-      truncation: null,
-      padding: null,
-      added_tokens: this.specialTokens.map(({ content, id }) => ({
-        id,
-        content,
-        single_word: false,
-        lstrip: false,
-        rstrip: false,
-        normalized: false,
-        special: true,
-      })),
-      normalizer: null,
-      pre_tokenizer: BYTE_LEVEL_PRE_TOKENIZER,
-      post_processor: BYTE_LEVEL_POST_PROCESSOR,
-      decoder: BYTE_LEVEL_DECODER,
-      model: {
-        type: 'BPE',
-        dropout: null,
-        unk_token: null,
-        continuing_subword_prefix: null,
-        end_of_word_suffix: null,
-        fuse_unk: false,
-        byte_fallback: false,
-        ignore_merges: false,
-        vocab,
-        // Byte-level tokens never contain a space (it is 'Ġ'), so 'left right' is unambiguous.
-        merges: this.merges.map(([left, right]) => `${left} ${right}`),
-      },
-    };
+    return byteLevelBpeJson(vocab, this.merges, this.specialTokens);
   }
 
   /** Encodes text that holds no special tokens, pre-token by pre-token, through the cache. */

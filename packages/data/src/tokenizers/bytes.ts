@@ -3,13 +3,8 @@
  */
 import { ConfigError } from '@moepp/tensors-core';
 import { BYTE_TO_UNICODE } from './byte-level.js';
-import {
-  BYTE_LEVEL_DECODER,
-  BYTE_LEVEL_POST_PROCESSOR,
-  BYTE_LEVEL_PRE_TOKENIZER,
-  type Tokenizer,
-  type TokenizerJson,
-} from './tokenizer.js';
+import { byteLevelBpeJson } from './hf-json.js';
+import type { Tokenizer, TokenizerJson } from './tokenizer.js';
 
 const encoder = new TextEncoder();
 // ignoreBOM: keep a leading U+FEFF (the default decoder drops it, which would lose text).
@@ -73,27 +68,6 @@ export class ByteTokenizer implements Tokenizer {
     BYTE_TO_UNICODE.forEach((char, byte) => {
       vocab[char] = byte;
     });
-    return {
-      version: '1.0',
-      truncation: null,
-      padding: null,
-      added_tokens: [],
-      normalizer: null,
-      pre_tokenizer: BYTE_LEVEL_PRE_TOKENIZER,
-      post_processor: BYTE_LEVEL_POST_PROCESSOR,
-      decoder: BYTE_LEVEL_DECODER,
-      model: {
-        type: 'BPE',
-        dropout: null,
-        unk_token: null,
-        continuing_subword_prefix: null,
-        end_of_word_suffix: null,
-        fuse_unk: false,
-        byte_fallback: false,
-        ignore_merges: false,
-        vocab,
-        merges: [],
-      },
-    };
+    return byteLevelBpeJson(vocab, [], []);
   }
 }

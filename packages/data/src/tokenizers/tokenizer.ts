@@ -117,29 +117,5 @@ export interface TokenizerJson {
   readonly model: BpeModelJson;
 }
 
-/** The `ByteLevel` record the kit writes for the pre-tokenizer. */
-export const BYTE_LEVEL_PRE_TOKENIZER: ByteLevelJson = {
-  type: 'ByteLevel',
-  add_prefix_space: false,
-  trim_offsets: true,
-  use_regex: true,
-};
-
-/** The `ByteLevel` record the kit writes for the decoder (as GPT-2's `tokenizer.json` has it). */
-export const BYTE_LEVEL_DECODER: ByteLevelJson = {
-  type: 'ByteLevel',
-  add_prefix_space: true,
-  trim_offsets: true,
-  use_regex: true,
-};
-
-/** The `ByteLevel` record the kit writes for the post-processor (as GPT-2's `tokenizer.json` has it). */
-export const BYTE_LEVEL_POST_PROCESSOR: ByteLevelJson = {
-  type: 'ByteLevel',
-  add_prefix_space: true,
-  trim_offsets: false,
-  use_regex: true,
-};
-
 /** The default document separator, GPT-2's special token. */
 export const END_OF_TEXT = '<|endoftext|>';

@@ -1,5 +1,5 @@
 /**
- * wasm kernels of the kit's fused ops (`../fused.ts`), computed by the native addon in place on the
+ * wasm kernels of the kit's fused ops (`../fused.ts`, `../optim.ts`), computed by the native addon in place on the
  * wasm heap. They are registered for the `wasm` backend only and called only while native
  * acceleration is active; without it the ops use composite tfjs ops instead.
  *
@@ -11,6 +11,7 @@
  * | `MoeppGeluGrad` | `dy`, `x` (same shape) | `dx` |
  * | `MoeppRmsNorm` | `x` `[..., D]`, `weight` `[D]`; attr `eps` | `y` `[..., D]`, `invRms` `[rows]` |
  * | `MoeppRmsNormGrad` | `dy`, `x` `[..., D]`, `weight` `[D]`, `invRms` `[rows]` | `dx` `[..., D]`, `dWeight` `[D]` |
+ * | `MoeppAdamW` | `weight`, `gradient`, `firstMoment`, `secondMoment` (same shape); attrs `beta1`, `beta2`, `epsilon`, `stepSize`, `inverseRootCorrection2`, `decayFactor` | new `weight`, `firstMoment`, `secondMoment` |
  */
 import * as tf from '@tensorflow/tfjs';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
@@ -26,6 +27,7 @@ export const FUSED_KERNELS = {
   geluGrad: 'MoeppGeluGrad',
   rmsNorm: 'MoeppRmsNorm',
   rmsNormGrad: 'MoeppRmsNormGrad',
+  adamw: 'MoeppAdamW',
 } as const;
 
 interface KernelArgs {
@@ -169,6 +171,39 @@ function rmsNormGradKernel(args: KernelArgs): TensorInfo[] {
   });
 }
 
+function adamwKernel(args: KernelArgs): TensorInfo[] {
+  const accel = requireAccel(FUSED_KERNELS.adamw);
+  const backend = args.backend as BackendWasm;
+  const inputs = args.inputs as { weight: TensorInfo; gradient: TensorInfo; firstMoment: TensorInfo; secondMoment: TensorInfo };
+  const { weight, gradient, firstMoment, secondMoment } = inputs;
+  for (const [name, info] of Object.entries(inputs)) requireFloat32(FUSED_KERNELS.adamw, name, info);
+  const n = sizeOf(weight.shape);
+  for (const [name, info] of Object.entries(inputs)) {
+    if (sizeOf(info.shape) !== n) throw new Error(`${FUSED_KERNELS.adamw}: '${name}' [${info.shape.join(', ')}] does not match 'weight' [${weight.shape.join(', ')}]`);
+  }
+  const attrs = args.attrs as { beta1: number; beta2: number; epsilon: number; stepSize: number; inverseRootCorrection2: number; decayFactor: number };
+  return withOutputs(backend, [weight.shape, weight.shape, weight.shape], (heap, [weightOut, firstMomentOut, secondMomentOut]) => {
+    if (n === 0) return;
+    accel.adamw(
+      heap,
+      offsetOf(backend, weight),
+      offsetOf(backend, gradient),
+      offsetOf(backend, firstMoment),
+      offsetOf(backend, secondMoment),
+      offsetOf(backend, weightOut as TensorInfo),
+      offsetOf(backend, firstMomentOut as TensorInfo),
+      offsetOf(backend, secondMomentOut as TensorInfo),
+      n,
+      attrs.beta1,
+      attrs.beta2,
+      attrs.epsilon,
+      attrs.stepSize,
+      attrs.inverseRootCorrection2,
+      attrs.decayFactor,
+    );
+  });
+}
+
 const KERNELS: ReadonlyArray<[string, tf.KernelFunc]> = [
   [FUSED_KERNELS.swiglu, swigluKernel as tf.KernelFunc],
   [FUSED_KERNELS.swigluGrad, swigluGradKernel as tf.KernelFunc],
@@ -176,6 +211,7 @@ const KERNELS: ReadonlyArray<[string, tf.KernelFunc]> = [
   [FUSED_KERNELS.geluGrad, geluGradKernel as tf.KernelFunc],
   [FUSED_KERNELS.rmsNorm, rmsNormKernel as unknown as tf.KernelFunc],
   [FUSED_KERNELS.rmsNormGrad, rmsNormGradKernel as unknown as tf.KernelFunc],
+  [FUSED_KERNELS.adamw, adamwKernel as unknown as tf.KernelFunc],
 ];
 
 /**

@@ -1,0 +1,244 @@
+/**
+ * wasm kernels of `groupedSwigluFfn` (`../grouped-ffn.ts`): every SwiGLU FFN expert of a layer on
+ * its own block of rows, in one kernel forward and one backward. They loop over the groups in
+ * TypeScript and call the native addon's `sgemm` with row offsets into the `[M, ·]` buffers, and its
+ * `swiglu` / `swigluGrad` once over all `M` rows. Registered for `wasm` only and called only while
+ * native acceleration is active; otherwise the op runs as composite tfjs ops.
+ *
+ * `G` groups, `M = Σ groupSizes` rows (group 0's rows first), `D` model width, `F` hidden width; the
+ * group count and sizes travel in the attribute `groupSizes` (`number[]`, length `G`).
+ *
+ * | kernel | inputs | outputs |
+ * |---|---|---|
+ * | `MoeppGroupedSwiGLUFfn` | `rows` `[M, D]`, `upWeight0..G-1` `[D, 2F]`, `downWeight0..G-1` `[F, D]` | `y` `[M, D]`, `up` `[M, 2F]` (pre-activation), `hidden` `[M, F]` |
+ * | `MoeppGroupedSwiGLUFfnGrad` | `dy` `[M, D]`, `rows`, `up`, `hidden`, `upWeight0..`, `downWeight0..` | `dRows` `[M, D]`, `dUpWeight0..G-1` `[D, 2F]`, `dDownWeight0..G-1` `[F, D]` |
+ *
+ * For group `g` with rows `r..r+n` (`n = groupSizes[g]`): `up[r..r+n] = rows[r..r+n]·upWeight_g`,
+ * `hidden = swiglu(up)`, `y[r..r+n] = hidden[r..r+n]·downWeight_g`; backward, `dHidden = dy·downWeight_gᵀ`,
+ * `dUp = swigluGrad(dHidden, up)`, `dDownWeight_g = hidden_gᵀ·dy_g`, `dUpWeight_g = rows_gᵀ·dUp_g`,
+ * `dRows_g = dUp_g·upWeight_gᵀ`. An empty group writes zeros into its weight gradients (`sgemm` with
+ * `k = 0` and `beta = 0`).
+ */
+import * as tf from '@tensorflow/tfjs';
+import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
+import { activeAccel, type NativeAccel } from '../accel.js';
+
+type TensorInfo = tf.TensorInfo;
+
+/** Kernel names of the grouped expert FFN. */
+export const GROUPED_FFN_KERNELS = {
+  forward: 'MoeppGroupedSwiGLUFfn',
+  backward: 'MoeppGroupedSwiGLUFfnGrad',
+} as const;
+
+/** The input names of group `g`'s weights in both kernels. */
+export const groupedWeightInput = {
+  up: (g: number): string => `upWeight${g}`,
+  down: (g: number): string => `downWeight${g}`,
+} as const;
+
+interface KernelArgs {
+  inputs: tf.NamedTensorInfoMap;
+  backend: {};
+  attrs?: tf.NamedAttrMap;
+}
+
+/** The sizes both kernels read from their inputs and attributes. */
+interface GroupedPlan {
+  /** Rows per group; length G. */
+  readonly groupSizes: readonly number[];
+  /** First row of each group; length G. */
+  readonly starts: readonly number[];
+  /** Σ groupSizes. */
+  readonly m: number;
+  readonly d: number;
+  readonly f: number;
+  /** G × `[D, 2F]`. */
+  readonly upWeights: readonly TensorInfo[];
+  /** G × `[F, D]`. */
+  readonly downWeights: readonly TensorInfo[];
+}
+
+function requireAccel(kernelName: string): NativeAccel {
+  const accel = activeAccel();
+  if (accel === null) throw new Error(`${kernelName}: native acceleration is not active (the op should have used its composite form)`);
+  return accel;
+}
+
+const shapeText = (info: TensorInfo): string => `[${info.shape.join(', ')}]`;
+
+function requireInput(kernelName: string, inputs: tf.NamedTensorInfoMap, name: string, shape: readonly number[]): TensorInfo {
+  const info = inputs[name];
+  if (info === undefined) throw new Error(`${kernelName}: missing input '${name}'`);
+  if (info.dtype !== 'float32') throw new Error(`${kernelName}: '${name}' must be float32, got ${info.dtype}`);
+  if (info.shape.length !== shape.length || info.shape.some((size, axis) => size !== shape[axis])) {
+    throw new Error(`${kernelName}: '${name}' must have shape [${shape.join(', ')}], got ${shapeText(info)}`);
+  }
+  return info;
+}
+
+/** Reads `groupSizes` and the weights, and checks that every shape agrees with `rows` `[M, D]`. */
+function planGroups(kernelName: string, args: KernelArgs, rows: TensorInfo | undefined): GroupedPlan {
+  if (rows === undefined || rows.shape.length !== 2) throw new Error(`${kernelName}: 'rows' must be [M, D]`);
+  const groupSizes = args.attrs?.groupSizes;
+  if (!Array.isArray(groupSizes) || groupSizes.length === 0 || !groupSizes.every((n) => Number.isInteger(n) && (n as number) >= 0)) {
+    throw new Error(`${kernelName}: attribute 'groupSizes' must be a non-empty list of row counts >= 0`);
+  }
+  const sizes = groupSizes as number[];
+  const [m, d] = rows.shape as [number, number];
+  const starts: number[] = [];
+  let total = 0;
+  for (const size of sizes) {
+    starts.push(total);
+    total += size;
+  }
+  if (total !== m) throw new Error(`${kernelName}: groupSizes sum to ${total}, 'rows' has ${m} rows`);
+  const firstDown = args.inputs[groupedWeightInput.down(0)];
+  if (firstDown === undefined || firstDown.shape.length !== 2) throw new Error(`${kernelName}: '${groupedWeightInput.down(0)}' must be [F, D]`);
+  const f = firstDown.shape[0] as number;
+  const upWeights = sizes.map((_, g) => requireInput(kernelName, args.inputs, groupedWeightInput.up(g), [d, 2 * f]));
+  const downWeights = sizes.map((_, g) => requireInput(kernelName, args.inputs, groupedWeightInput.down(g), [f, d]));
+  return { groupSizes: sizes, starts, m, d, f, upWeights, downWeights };
+}
+
+/**
+ * Element offset of a float32 tensor in the wasm heap. Reading it may move the tensor's data onto the
+ * heap (an allocation), so take every offset before the heap buffer.
+ */
+function offsetOf(backend: BackendWasm, info: TensorInfo): number {
+  const memoryOffset = backend.dataIdMap.get(info.dataId)?.memoryOffset;
+  if (memoryOffset === undefined || memoryOffset % 4 !== 0) throw new Error('grouped FFN kernel: tensor data is not 4-byte aligned in the wasm heap');
+  return memoryOffset / 4;
+}
+
+/** Allocates float32 tensors; on failure disposes the ones already made. */
+function allocate(backend: BackendWasm, shapes: ReadonlyArray<readonly number[]>): TensorInfo[] {
+  const made: TensorInfo[] = [];
+  try {
+    for (const shape of shapes) made.push(backend.makeOutput([...shape], 'float32'));
+  } catch (error) {
+    for (const info of made) backend.disposeData(info.dataId);
+    throw error;
+  }
+  return made;
+}
+
+/** The whole wasm heap, read after the last allocation (growing the heap replaces its buffer). */
+function currentHeap(backend: BackendWasm, any: TensorInfo): ArrayBuffer {
+  return backend.typedArrayFromHeap(any).buffer as ArrayBuffer;
+}
+
+function groupedForwardKernel(args: KernelArgs): TensorInfo[] {
+  const kernelName = GROUPED_FFN_KERNELS.forward;
+  const accel = requireAccel(kernelName);
+  const backend = args.backend as BackendWasm;
+  const rows = args.inputs.rows;
+  const plan = planGroups(kernelName, args, rows);
+  const { groupSizes, starts, m, d, f } = plan;
+  requireInput(kernelName, args.inputs, 'rows', [m, d]);
+  const rowsOffset = offsetOf(backend, rows as TensorInfo);
+  const upWeightOffsets = plan.upWeights.map((info) => offsetOf(backend, info));
+  const downWeightOffsets = plan.downWeights.map((info) => offsetOf(backend, info));
+  const outputs = allocate(backend, [
+    [m, d], // y
+    [m, 2 * f], // up (pre-activation)
+    [m, f], // hidden = swiglu(up)
+  ]);
+  try {
+    const [y, up, hidden] = outputs as [TensorInfo, TensorInfo, TensorInfo];
+    const yOffset = offsetOf(backend, y);
+    const upOffset = offsetOf(backend, up);
+    const hiddenOffset = offsetOf(backend, hidden);
+    const heap = currentHeap(backend, y);
+    groupSizes.forEach((n, g) => {
+      const start = starts[g] as number;
+      // up_g [n, 2F] = rows_g [n, D] · upWeight_g [D, 2F]
+      accel.sgemm(heap, false, false, n, 2 * f, d, 1, rowsOffset + start * d, d, 0, upWeightOffsets[g] as number, 2 * f, 0, 0, upOffset + start * 2 * f, 2 * f, 0, 1);
+    });
+    accel.swiglu(heap, upOffset, hiddenOffset, m, f); // hidden [M, F], all groups at once
+    groupSizes.forEach((n, g) => {
+      const start = starts[g] as number;
+      // y_g [n, D] = hidden_g [n, F] · downWeight_g [F, D]
+      accel.sgemm(heap, false, false, n, d, f, 1, hiddenOffset + start * f, f, 0, downWeightOffsets[g] as number, d, 0, 0, yOffset + start * d, d, 0, 1);
+    });
+  } catch (error) {
+    for (const info of outputs) backend.disposeData(info.dataId);
+    throw error;
+  }
+  return outputs;
+}
+
+function groupedBackwardKernel(args: KernelArgs): TensorInfo[] {
+  const kernelName = GROUPED_FFN_KERNELS.backward;
+  const accel = requireAccel(kernelName);
+  const backend = args.backend as BackendWasm;
+  const plan = planGroups(kernelName, args, args.inputs.rows);
+  const { groupSizes, starts, m, d, f } = plan;
+  const groupCount = groupSizes.length;
+  const dy = requireInput(kernelName, args.inputs, 'dy', [m, d]);
+  const rows = requireInput(kernelName, args.inputs, 'rows', [m, d]);
+  const up = requireInput(kernelName, args.inputs, 'up', [m, 2 * f]);
+  const hidden = requireInput(kernelName, args.inputs, 'hidden', [m, f]);
+  const dyOffset = offsetOf(backend, dy);
+  const rowsOffset = offsetOf(backend, rows);
+  const upOffset = offsetOf(backend, up);
+  const hiddenOffset = offsetOf(backend, hidden);
+  const upWeightOffsets = plan.upWeights.map((info) => offsetOf(backend, info));
+  const downWeightOffsets = plan.downWeights.map((info) => offsetOf(backend, info));
+  const outputs = allocate(backend, [
+    [m, d], // dRows
+    ...groupSizes.map(() => [d, 2 * f]), // dUpWeight_g
+    ...groupSizes.map(() => [f, d]), // dDownWeight_g
+  ]);
+  let scratch: TensorInfo[] = [];
+  try {
+    scratch = allocate(backend, [
+      [m, f], // dHidden
+      [m, 2 * f], // dUp
+    ]);
+    const [dHidden, dUp] = scratch as [TensorInfo, TensorInfo];
+    const dRowsOffset = offsetOf(backend, outputs[0] as TensorInfo);
+    const dUpWeightOffsets = outputs.slice(1, 1 + groupCount).map((info) => offsetOf(backend, info));
+    const dDownWeightOffsets = outputs.slice(1 + groupCount).map((info) => offsetOf(backend, info));
+    const dHiddenOffset = offsetOf(backend, dHidden);
+    const dUpOffset = offsetOf(backend, dUp);
+    const heap = currentHeap(backend, dUp);
+    groupSizes.forEach((n, g) => {
+      const start = starts[g] as number;
+      // dHidden_g [n, F] = dy_g [n, D] · downWeight_gᵀ ([F, D] read transposed)
+      accel.sgemm(heap, false, true, n, f, d, 1, dyOffset + start * d, d, 0, downWeightOffsets[g] as number, d, 0, 0, dHiddenOffset + start * f, f, 0, 1);
+    });
+    accel.swigluGrad(heap, dHiddenOffset, upOffset, dUpOffset, m, f); // dUp [M, 2F], all groups at once
+    groupSizes.forEach((n, g) => {
+      const start = starts[g] as number;
+      // k = n: an empty group gets zeros (the addon writes beta·C = 0 without touching A or B)
+      // dDownWeight_g [F, D] = hidden_gᵀ ([n, F] read transposed) · dy_g [n, D]
+      accel.sgemm(heap, true, false, f, d, n, 1, hiddenOffset + start * f, f, 0, dyOffset + start * d, d, 0, 0, dDownWeightOffsets[g] as number, d, 0, 1);
+      // dUpWeight_g [D, 2F] = rows_gᵀ ([n, D] read transposed) · dUp_g [n, 2F]
+      accel.sgemm(heap, true, false, d, 2 * f, n, 1, rowsOffset + start * d, d, 0, dUpOffset + start * 2 * f, 2 * f, 0, 0, dUpWeightOffsets[g] as number, 2 * f, 0, 1);
+      // dRows_g [n, D] = dUp_g [n, 2F] · upWeight_gᵀ ([D, 2F] read transposed)
+      accel.sgemm(heap, false, true, n, d, 2 * f, 1, dUpOffset + start * 2 * f, 2 * f, 0, upWeightOffsets[g] as number, 2 * f, 0, 0, dRowsOffset + start * d, d, 0, 1);
+    });
+  } catch (error) {
+    for (const info of outputs) backend.disposeData(info.dataId);
+    throw error;
+  } finally {
+    for (const info of scratch) backend.disposeData(info.dataId);
+  }
+  return outputs;
+}
+
+const KERNELS: ReadonlyArray<[string, tf.KernelFunc]> = [
+  [GROUPED_FFN_KERNELS.forward, groupedForwardKernel as unknown as tf.KernelFunc],
+  [GROUPED_FFN_KERNELS.backward, groupedBackwardKernel as unknown as tf.KernelFunc],
+];
+
+/**
+ * Registers the grouped FFN kernels for `wasm` (once per process; a second copy of this package finds
+ * them registered and leaves them).
+ */
+export function registerGroupedFfnKernels(): void {
+  for (const [kernelName, kernelFunc] of KERNELS) {
+    if (tf.getKernel(kernelName, 'wasm') === undefined) tf.registerKernel({ kernelName, backendName: 'wasm', kernelFunc });
+  }
+}
