@@ -21,7 +21,10 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
-import { activeAccel, type NativeAccel } from '../accel.js';
+import { floatOffset, requireAccel } from './heap.js';
+
+/** Element offset of a float32 tensor in the wasm heap (see `floatOffset`). */
+const offsetOf = (backend: BackendWasm, info: TensorInfo): number => floatOffset(backend, info, 'grouped FFN kernel');
 
 type TensorInfo = tf.TensorInfo;
 
@@ -59,11 +62,6 @@ interface GroupedPlan {
   readonly downWeights: readonly TensorInfo[];
 }
 
-function requireAccel(kernelName: string): NativeAccel {
-  const accel = activeAccel();
-  if (accel === null) throw new Error(`${kernelName}: native acceleration is not active (the op should have used its composite form)`);
-  return accel;
-}
 
 const shapeText = (info: TensorInfo): string => `[${info.shape.join(', ')}]`;
 
@@ -101,15 +99,6 @@ function planGroups(kernelName: string, args: KernelArgs, rows: TensorInfo | und
   return { groupSizes: sizes, starts, m, d, f, upWeights, downWeights };
 }
 
-/**
- * Element offset of a float32 tensor in the wasm heap. Reading it may move the tensor's data onto the
- * heap (an allocation), so take every offset before the heap buffer.
- */
-function offsetOf(backend: BackendWasm, info: TensorInfo): number {
-  const memoryOffset = backend.dataIdMap.get(info.dataId)?.memoryOffset;
-  if (memoryOffset === undefined || memoryOffset % 4 !== 0) throw new Error('grouped FFN kernel: tensor data is not 4-byte aligned in the wasm heap');
-  return memoryOffset / 4;
-}
 
 /** Allocates float32 tensors; on failure disposes the ones already made. */
 function allocate(backend: BackendWasm, shapes: ReadonlyArray<readonly number[]>): TensorInfo[] {

@@ -7,6 +7,7 @@
  */
 import type * as tf from '@tensorflow/tfjs';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
+import { activeAccel, type NativeAccel } from '../accel.js';
 
 /** A typed view of the whole wasm heap for one element size. */
 export type HeapArray = Float32Array | Int32Array | Uint8Array;
@@ -50,4 +51,36 @@ export function heapSlot(backend: BackendWasm, info: tf.TensorInfo): HeapSlot {
 export function copyRun(heap: HeapArray, from: number, to: number, length: number): void {
   if (length >= SHORT_COPY) heap.copyWithin(to, from, from + length);
   else for (let j = 0; j < length; j++) heap[to + j] = heap[from + j] as number;
+}
+
+/**
+ * Element offset of a float32 tensor in the wasm heap, as the native addon takes it. Reading it may
+ * move the tensor's data onto the heap (an allocation), so take every offset before reading the heap
+ * buffer.
+ *
+ * @param backend - the wasm backend
+ * @param info - a float32 tensor
+ * @param kernelName - names the caller in the error
+ * @returns the index of the tensor's first element in a `Float32Array` over the whole heap
+ * @throws Error when the tensor has no 4-byte aligned data in the heap
+ */
+export function floatOffset(backend: BackendWasm, info: tf.TensorInfo, kernelName: string): number {
+  const memoryOffset = backend.dataIdMap.get(info.dataId)?.memoryOffset;
+  if (memoryOffset === undefined || memoryOffset % 4 !== 0) {
+    throw new Error(`${kernelName}: tensor of shape [${info.shape.join(', ')}] has no 4-byte aligned data in the wasm heap`);
+  }
+  return memoryOffset / 4;
+}
+
+/**
+ * The native addon, for a kernel that only runs while acceleration is active.
+ *
+ * @param kernelName - names the caller in the error
+ * @returns the active addon
+ * @throws Error when acceleration is off (the op should have taken its composite form)
+ */
+export function requireAccel(kernelName: string): NativeAccel {
+  const accel = activeAccel();
+  if (accel === null) throw new Error(`${kernelName}: native acceleration is not active (the op should have used its composite form)`);
+  return accel;
 }

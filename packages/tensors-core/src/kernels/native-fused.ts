@@ -15,7 +15,10 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
-import { activeAccel, type NativeAccel } from '../accel.js';
+import { floatOffset, requireAccel } from './heap.js';
+
+/** Element offset of a float32 tensor in the wasm heap (see `floatOffset`). */
+const offsetOf = (backend: BackendWasm, info: TensorInfo): number => floatOffset(backend, info, 'fused kernel');
 
 type TensorInfo = tf.TensorInfo;
 
@@ -36,22 +39,11 @@ interface KernelArgs {
   attrs?: tf.NamedAttrMap;
 }
 
-function requireAccel(kernelName: string): NativeAccel {
-  const accel = activeAccel();
-  if (accel === null) throw new Error(`${kernelName}: native acceleration is not active (the op should have used its composite form)`);
-  return accel;
-}
 
 function requireFloat32(kernelName: string, name: string, info: TensorInfo): void {
   if (info.dtype !== 'float32') throw new Error(`${kernelName}: '${name}' must be float32, got ${info.dtype}`);
 }
 
-/** Element offset of a tensor in the wasm heap. */
-function offsetOf(backend: BackendWasm, info: TensorInfo): number {
-  const memoryOffset = backend.dataIdMap.get(info.dataId)?.memoryOffset;
-  if (memoryOffset === undefined || memoryOffset % 4 !== 0) throw new Error('fused kernel: tensor data is not 4-byte aligned in the wasm heap');
-  return memoryOffset / 4;
-}
 
 const sizeOf = (shape: readonly number[]): number => shape.reduce((p, d) => p * d, 1);
 

@@ -33,6 +33,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import { activeAccel, type NativeAccel } from '../accel.js';
+import { floatOffset } from './heap.js';
 import { registeredKernel, requireStockKernel } from './registry.js';
 
 type TensorInfo = tf.TensorInfo;
@@ -391,15 +392,6 @@ export function wasmFusedMatMul(args: { inputs: tf.NamedTensorInfoMap; backend: 
   }
 }
 
-/** The element offset of a float32 tensor in the wasm heap (its byte offset / 4). */
-function floatOffset(backend: BackendWasm, info: TensorInfo): number {
-  const memoryOffset = backend.dataIdMap.get(info.dataId)?.memoryOffset;
-  if (memoryOffset === undefined || memoryOffset % 4 !== 0) {
-    throw new Error(`BatchMatMul: tensor of shape [${info.shape.join(', ')}] has no 4-byte aligned data in the wasm heap`);
-  }
-  return memoryOffset / 4;
-}
-
 /** Whether a bias broadcasts along rows only (`[N]`, `[1, N]`, `[1]`, `[]`...), so it can seed the output. */
 function isRowBias(bias: TensorInfo, plan: MatMulPlan): boolean {
   if (bias.dtype !== 'float32' || bias.shape.length > plan.outer.length + 2) return false;
@@ -435,9 +427,9 @@ function nativeMatMul(
   const out = backend.makeOutput([...outer, m, n], 'float32'); // [...outer, M, N]
   try {
     // Offsets and the heap are read after makeOutput: an allocation may grow (and so replace) the heap.
-    const aOffset = floatOffset(backend, a);
-    const bOffset = floatOffset(backend, b);
-    const cOffset = floatOffset(backend, out);
+    const aOffset = floatOffset(backend, a, 'BatchMatMul');
+    const bOffset = floatOffset(backend, b, 'BatchMatMul');
+    const cOffset = floatOffset(backend, out, 'BatchMatMul');
     let beta = 0;
     if (rowBias !== undefined) {
       const target = backend.typedArrayFromHeap(out) as Float32Array;
