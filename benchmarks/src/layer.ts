@@ -16,7 +16,8 @@
  *   tokens from the same clusters. The JSON reports the FFN share it reached; the MoE's router is
  *   trained the same way (tau is moot without zero-computation experts).
  *
- * Each case times the whole layer, forward alone or forward + backward (`tf.variableGrads` of
+ * Each case times the whole layer, forward alone (inference: `auxiliary: false`, no aux losses) or
+ * forward + backward (a training step: the router computes its aux losses; `tf.variableGrads` of
  * `sum(output · dy)` over the input and every layer weight, all gradients read back), for T = 1024 and
  * 4096 tokens. The cases of one (E, T, pass) are timed round-robin so that the machine's load hits
  * MoE and MoE++ alike. The summary gives tokens/s, the layer's own expert-forward time, the speed-up over
@@ -34,8 +35,9 @@
  * threads (native acceleration). Both are in the JSON, with the speed-up from each case's fastest run.
  *
  * After the timed runs, a profile of the largest T splits the forward pass into the layer's steps,
- * timed one call at a time with the same ops (`router`, `dispatch plan`, `gather`, `FFN experts`,
- * `copy/constant experts`, `scale by gates`, `combine`), and lists the kernels of the router and of
+ * timed one call at a time with the same ops (`router`, `dispatch plan`, `gather` of the FFN rows,
+ * `FFN experts`, `scale by gates`, `copy/constant experts` (per token, no scatter), `combine` (the FFN
+ * rows' scatter-add and the sum with the copy/constant part)), and lists the kernels of the router and of
  * forward + backward with `tf.profile`. Where measured/ideal < 0.9 the summary says which steps and
  * kernels take the time that did not shrink with r.
  *
@@ -327,27 +329,55 @@ function timeForwardPhases(layer: MoeLayer, x: tf.Tensor2D, forcedShare: number 
       }));
     }
     const plan = timed('dispatch plan', () => planDispatch(expertIndices, layer.numExperts, keepMask));
-    const flatGates = combineWeights.reshape([numTokens * topK]); // [N·K]
-    const outputs: tf.Tensor2D[] = [];
-    const destinations: tf.Tensor1D[] = [];
-    layer.experts.forEach((expert, e) => {
-      const count = plan.counts[e] as number;
-      if (count === 0 || expert.kind === 'zero') return;
-      const tokenIds = plan.tokenIds[e] as tf.Tensor1D; // [n_e]
-      const { rows, gates } = timed('gather', () => ({
-        rows: tf.gather(x, tokenIds) as tf.Tensor2D, // [n_e, D]
-        gates: tf.gather(flatGates, plan.slotIds[e] as tf.Tensor1D).reshape([count, 1]), // [n_e, 1]
-      }));
-      const y = timed(expert.kind === 'ffn' ? 'FFN experts' : 'copy/constant experts', () => expert.apply(rows)); // [n_e, D]
-      outputs.push(timed('scale by gates', () => tf.mul(y, gates) as tf.Tensor2D));
-      destinations.push(tokenIds);
-    });
-    timed('combine', () => {
-      const output = tf.unsortedSegmentSum(
-        outputs.length === 1 ? (outputs[0] as tf.Tensor2D) : tf.concat(outputs, 0),
-        destinations.length === 1 ? (destinations[0] as tf.Tensor1D) : tf.concat(destinations, 0),
-        numTokens,
+    const picked = (kind: string) => layer.kinds.flatMap((k, e) => (k === kind && (plan.counts[e] as number) > 0 ? [e] : []));
+    // FFN experts: their rows gathered once in expert order, run per expert, scaled, scattered.
+    const ffn = picked('ffn');
+    let ffnOutput: tf.Tensor2D | null = null; // [N, D] the FFN rows scatter-added
+    if (ffn.length > 0) {
+      const concatIds = (ids: tf.Tensor1D[]) => (ids.length === 1 ? (ids[0] as tf.Tensor1D) : (tf.concat(ids) as tf.Tensor1D));
+      const { tokenIds, rows, gates } = timed('gather', () => {
+        const tokenIds = concatIds(ffn.map((e) => plan.tokenIds[e] as tf.Tensor1D)); // [M]
+        const slotIds = concatIds(ffn.map((e) => plan.slotIds[e] as tf.Tensor1D)); // [M]
+        return {
+          tokenIds,
+          rows: tf.gather(x, tokenIds) as tf.Tensor2D, // [M, D]
+          gates: tf.gather(combineWeights.reshape([numTokens * topK]), slotIds).reshape([-1, 1]), // [M, 1]
+        };
+      });
+      const y = timed('FFN experts', () => {
+        if (ffn.length === 1) return layer.experts[ffn[0] as number]!.apply(rows);
+        const blocks = tf.split(rows, ffn.map((e) => plan.counts[e] as number), 0) as tf.Tensor2D[];
+        return tf.concat(blocks.map((block, i) => layer.experts[ffn[i] as number]!.apply(block)), 0); // [M, D]
+      });
+      const scaled = timed('scale by gates', () => tf.mul(y, gates) as tf.Tensor2D);
+      ffnOutput = timed('combine', () => tf.unsortedSegmentSum(scaled, tokenIds, numTokens) as tf.Tensor2D);
+    }
+    // Copy and constant experts, per token (no gather, no scatter): the terms x ⊙ w and G·V.
+    const copies = picked('copy');
+    const constants = picked('constant');
+    const terms: tf.Tensor2D[] = ffnOutput ? [ffnOutput] : []; // [N, D] each
+    if (copies.length + constants.length > 0) {
+      terms.push(
+        ...timed('copy/constant experts', (): tf.Tensor2D[] => {
+          const columns = [...(copies.length > 0 ? [copies] : []), ...constants.map((e) => [e])];
+          const table = tf.tensor2d(layer.kinds.map((_, e) => columns.map((members) => (members.includes(e) ? 1 : 0))), [layer.numExperts, columns.length]); // [E, J]
+          const slotWeights = tf.mul(combineWeights, keepMask); // [N, K]
+          const gates = tf.sum(tf.mul(tf.gather(table, expertIndices), tf.expandDims(slotWeights, 2)), 1) as tf.Tensor2D; // [N, J]
+          if (constants.length === 0) return [tf.mul(x, gates) as tf.Tensor2D];
+          const count = constants.length;
+          const mixWeight = count === 1 ? layer.experts[constants[0]!]!.weights.wg! : tf.concat(constants.map((e) => layer.experts[e]!.weights.wg!), 1); // [D, 2C]
+          const mix = tf.softmax(tf.matMul(x, mixWeight).reshape([numTokens, count, 2])); // [N, C, 2]
+          const [keepInput, takeConstant] = tf.split(mix, 2, 2).map((a) => a.reshape([numTokens, count]));
+          const constantGates = copies.length > 0 ? tf.slice(gates, [0, 1], [numTokens, count]) : gates; // [N, C]
+          let inputWeight = tf.sum(tf.mul(constantGates, keepInput!), 1, true); // [N, 1]
+          if (copies.length > 0) inputWeight = tf.add(inputWeight, tf.slice(gates, [0, 0], [numTokens, 1]));
+          const vectors = tf.stack(constants.map((e) => layer.experts[e]!.weights.constant!)) as tf.Tensor2D; // [C, D]
+          return [tf.mul(x, inputWeight) as tf.Tensor2D, tf.matMul(tf.mul(constantGates, takeConstant!) as tf.Tensor2D, vectors) as tf.Tensor2D];
+        }),
       );
+    }
+    timed('combine', () => {
+      const output = terms.length === 0 ? tf.zerosLike(x) : terms.length === 1 ? terms[0]! : tf.addN(terms);
       output.dataSync();
     });
     plan.dispose();
@@ -492,7 +522,12 @@ export function layerBenchmark(options: LayerBenchmarkOptions = {}): BenchmarkDe
               const layer = current.layers.get(layerKey(variant));
               const input = current.inputs.get(tokens);
               if (layer === undefined || input === undefined) throw new Error(`layer benchmark: no layer or input for '${name}'`);
-              const forwardOptions: MoeForwardOptions = variant.routing === 'forced' ? { uniformRouting: { ffnShare: r } } : {};
+              // Forward alone is inference: no aux losses (as generation and evaluation run it). Forward+backward
+              // is a training step: the router computes its losses as training does.
+              const forwardOptions: MoeForwardOptions = {
+                ...(variant.routing === 'forced' ? { uniformRouting: { ffnShare: r } } : {}),
+                auxiliary: pass === 'forward+backward',
+              };
               const expertMs: number[] = [];
               const shares: number[] = [];
               const record = (out: { expertForwardMs: number; tokensPerExpert: readonly number[] }) => {

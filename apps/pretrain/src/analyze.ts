@@ -64,7 +64,7 @@ export function traceRouting(model: DecoderLM, ids: Int32Array, seqLen: number, 
     const count = Math.min(batchSize, windows - start);
     tf.tidy(() => {
       const tokens = tf.tensor2d(ids.subarray(start * seqLen, (start + count) * seqLen), [count, seqLen], 'int32');
-      const out = model.forward(tokens);
+      const out = model.forward(tokens, { auxiliary: false }); // routing only, no aux losses
       out.moeLayers.forEach((report, l) => {
         const indices = report.expertIndices.dataSync();
         const keep = report.keepMask.dataSync();

@@ -33,6 +33,21 @@ describe('DecoderLM', () => {
     model.dispose();
   });
 
+  it('with auxiliary: false gives the same logits and routing, and no aux losses', () => {
+    const model = createModel(tinyMoepp, 1);
+    const tokens = tf.tensor2d([[1, 2, 3, 4], [5, 6, 7, 8]], [2, 4], 'int32');
+    tf.tidy(() => {
+      const full = model.forward(tokens);
+      const lean = model.forward(tokens, { auxiliary: false });
+      expect(lean.logits.arraySync()).toEqual(full.logits.arraySync());
+      expect(full.moeLayers.map((m) => Object.keys(m.auxLosses).sort())).toEqual(Array(3).fill(['loadBalance', 'zLoss']));
+      expect(lean.moeLayers.map((m) => m.auxLosses)).toEqual([{}, {}, {}]);
+      expect(lean.moeLayers.map((m) => m.tokensPerExpert)).toEqual(full.moeLayers.map((m) => m.tokensPerExpert));
+    });
+    tokens.dispose();
+    model.dispose();
+  });
+
   it('is causal end to end: changing the last token leaves earlier logits unchanged', () => {
     const model = createModel(tinyMoepp, 2);
     const a = tf.tensor2d([[1, 2, 3, 4]], [1, 4], 'int32');

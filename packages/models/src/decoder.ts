@@ -14,7 +14,7 @@ import { checkShape, randomNormal, SeededRandom, ConfigError } from '@moepp/tens
 import { CausalSelfAttention } from './layers/attention.js';
 import { RmsNorm } from './layers/rms-norm.js';
 import { DenseFfn } from './layers/dense-ffn.js';
-import { MoeLayer, type MoeLayerOutput } from './moe-layer.js';
+import { MoeLayer, type MoeForwardOptions, type MoeLayerOutput } from './moe-layer.js';
 import { isMoeBlock, resolveModelConfig, type ModelConfig, type ModelConfigInput } from './config.js';
 import { namedParameters, type NamedParameter } from './parameters.js';
 
@@ -40,6 +40,12 @@ export interface ForwardOptions {
   readonly tokenMask?: tf.Tensor2D;
   /** Benchmark switch: route uniformly instead of by the router (see {@link MoeLayer}). */
   readonly uniformRouting?: boolean | { readonly ffnShare: number };
+  /**
+   * Compute the routers' aux losses. Default `true` (training needs them). Pass `false` to generate or
+   * evaluate: every MoE block then reports `auxLosses: {}`; logits, routing and statistics do not change
+   * (see {@link MoeForwardOptions.auxiliary}).
+   */
+  readonly auxiliary?: boolean;
 }
 
 /** One MoE block's report from a forward pass: the layer's outputs besides its hidden state. */
@@ -109,7 +115,7 @@ export class DecoderLM {
    * Runs the model.
    *
    * @param tokens - `[B, T]` int32 token ids in `[0, V)`, `T <= maxSeqLen`
-   * @param options - training mode, rng, padding mask, benchmark routing
+   * @param options - training mode, rng, padding mask, aux losses or not, benchmark routing
    * @returns logits `[B, T, V]` and, per MoE block, its aux losses, statistics and timing
    * @throws `ShapeError` for a wrong rank or dtype, `ConfigError` for T > maxSeqLen
    */
@@ -137,6 +143,7 @@ export class DecoderLM {
           const out = block.ffn.forward(normed, {
             previousLogits,
             training: options.training ?? false,
+            auxiliary: options.auxiliary ?? true,
             ...(options.rng ? { rng: options.rng } : {}),
             ...(flatMask ? { tokenMask: flatMask } : {}),
             ...(options.uniformRouting !== undefined ? { uniformRouting: options.uniformRouting } : {}),

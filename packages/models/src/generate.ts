@@ -34,7 +34,7 @@ export interface GenerateResult {
 
 /**
  * Continues a prompt, one token at a time, with the model in inference mode (`training: false`: no
- * router noise).
+ * router noise; `auxiliary: false`: no aux losses computed).
  *
  * No KV cache: each step runs the full forward pass over the last `maxSeqLen` tokens (a prompt longer
  * than `maxSeqLen` is windowed the same way; positions restart at 0 in each window), inside `tf.tidy`,
@@ -76,7 +76,7 @@ export function generate(
     const seqLen = window.length;
     const lastLogits = tf.tidy(() => {
       const input = tf.tensor2d(window, [1, seqLen], 'int32'); // [1, T]
-      const { logits } = model.forward(input); // [1, T, V]
+      const { logits } = model.forward(input, { auxiliary: false }); // [1, T, V]; nothing trains on aux losses here
       return logits.slice([0, seqLen - 1, 0], [1, 1, vocabSize]).reshape([vocabSize]); // [V]
     });
     let values: Float32Array;

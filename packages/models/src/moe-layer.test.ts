@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
-import { SeededRandom } from '@moepp/tensors-core';
+import { planDispatch, SeededRandom } from '@moepp/tensors-core';
 import { checkVariableGradients, expectNoLeak, expectTensorClose } from '@moepp/tensors-core/testing';
-import { MoeLayer, uniformAssignment, type MoeLayerConfig } from './moe-layer.js';
+import { MoeLayer, uniformAssignment, type MoeForwardOptions, type MoeLayerConfig } from './moe-layer.js';
 import { DEFAULT_MOE_SETTINGS } from './config.js';
 import { DenseFfn } from './layers/dense-ffn.js';
 
@@ -181,6 +181,140 @@ describe('MoeLayer', () => {
       ]),
     );
     expect(names).toHaveLength(2 + 2 * 2 + 2 * 2);
+    layer.dispose();
+  });
+});
+
+/**
+ * The layer's forward pass as it was before copy and constant experts were computed per token: every
+ * non-zero expert (copy and constant included) gets its rows gathered, runs `expert.apply`, is scaled by
+ * the gates, and all rows are scatter-added with one unsorted segment sum. The reference for the new path.
+ */
+function scatterReference(layer: MoeLayer, x: tf.Tensor2D, options: MoeForwardOptions = {}): tf.Tensor2D {
+  const numTokens = x.shape[0];
+  const topK = layer.config.topK;
+  const routed = layer.router.route(x, {
+    previousLogits: options.previousLogits ?? null,
+    ...(options.tokenMask ? { tokenMask: options.tokenMask } : {}),
+  });
+  let { expertIndices, combineWeights, keepMask } = routed;
+  if (options.uniformRouting) {
+    const share = options.uniformRouting === true ? null : options.uniformRouting.ffnShare;
+    expertIndices = uniformAssignment(numTokens, topK, layer.kinds, share);
+    combineWeights = tf.fill([numTokens, topK], 1 / topK) as tf.Tensor2D;
+    keepMask = tf.onesLike(combineWeights);
+  }
+  const expertInput = routed.expertInputScale === 1 ? x : (tf.mul(x, routed.expertInputScale) as tf.Tensor2D);
+  const plan = planDispatch(expertIndices, layer.numExperts, keepMask);
+  const flatGates = combineWeights.reshape([numTokens * topK]);
+  const outputs: tf.Tensor2D[] = [];
+  const destinations: tf.Tensor1D[] = [];
+  layer.experts.forEach((expert, e) => {
+    const count = plan.counts[e] as number;
+    if (count === 0 || expert.kind === 'zero') return;
+    const tokenIds = plan.tokenIds[e] as tf.Tensor1D;
+    const rows = tf.gather(expertInput, tokenIds) as tf.Tensor2D;
+    const gates = tf.gather(flatGates, plan.slotIds[e] as tf.Tensor1D).reshape([count, 1]);
+    outputs.push(tf.mul(expert.apply(rows), gates) as tf.Tensor2D);
+    destinations.push(tokenIds);
+  });
+  if (outputs.length === 0) return tf.zerosLike(x) as tf.Tensor2D;
+  return tf.unsortedSegmentSum(tf.concat(outputs, 0), tf.concat(destinations, 0), numTokens) as tf.Tensor2D;
+}
+
+describe('MoeLayer combine: copy and constant experts per token, FFN rows gathered once', () => {
+  const layerVariables = (layer: MoeLayer): tf.Variable[] => [
+    ...Object.values(layer.router.weights),
+    ...layer.experts.flatMap((expert) => Object.values(expert.weights)),
+  ];
+  /** Output, d/dx and d/d(every weight that gets a gradient) of sum(output · dy). */
+  function outputAndGradients(layer: MoeLayer, forward: (x: tf.Tensor2D) => tf.Tensor2D, x: tf.Tensor2D, dy: tf.Tensor2D) {
+    const output = forward(x).arraySync();
+    const dx = tf.grad((input: tf.Tensor) => tf.sum(tf.mul(forward(input as tf.Tensor2D), dy)))(x).arraySync();
+    const { grads } = tf.variableGrads(() => tf.sum(tf.mul(forward(x), dy)) as tf.Scalar, layerVariables(layer));
+    return { output, dx, grads: Object.fromEntries(Object.entries(grads).map(([name, g]) => [name, g.arraySync()])) };
+  }
+  const cases: { name: string; settings: Partial<MoeLayerConfig>; options: (tokens: number) => MoeForwardOptions }[] = [
+    { name: 'routed by the router, with gating residual and padding', settings: {}, options: (n) => ({ tokenMask: tf.tensor1d(Array.from({ length: n }, (_, i) => (i % 5 === 4 ? 0 : 1))) }) },
+    { name: 'heterogeneous capacity dropping assignments', settings: { capacityFactor: 0.6 }, options: () => ({}) },
+    { name: 'expert input scaled by K (moe_feature_no_mul_topk = false)', settings: { scaleInputByTopK: true }, options: () => ({}) },
+    { name: 'forced routing, FFN share 0.25', settings: {}, options: () => ({ uniformRouting: { ffnShare: 0.25 } }) },
+    { name: 'two copy experts', settings: { experts: { ffn: 2, zero: 1, copy: 2, constant: 1 } }, options: () => ({ uniformRouting: { ffnShare: 0.2 } }) },
+  ];
+  for (const { name, settings, options } of cases) {
+    it(`equals the scatter-everything reference in values and gradients: ${name}`, () => {
+      const layer = new MoeLayer(layerConfig({ experts: { ffn: 3, zero: 1, copy: 1, constant: 2 }, ...settings }), new SeededRandom(21));
+      const numTokens = 40;
+      const x = tf.randomNormal([numTokens, 4], 0, 1, 'float32', 22) as tf.Tensor2D;
+      const dy = tf.randomNormal([numTokens, 4], 0, 1, 'float32', 23) as tf.Tensor2D;
+      const forwardOptions = options(numTokens);
+      tf.tidy(() => {
+        const out = layer.forward(x, forwardOptions);
+        // The test can fail: copy and constant experts (and at least one FFN expert) get tokens.
+        const picked = (kind: string) => layer.kinds.some((k, e) => k === kind && (out.tokensPerExpert[e] as number) > 0);
+        expect([picked('ffn'), picked('copy'), picked('constant')]).toEqual([true, true, true]);
+        const actual = outputAndGradients(layer, (input) => layer.forward(input, forwardOptions).output, x, dy);
+        const expected = outputAndGradients(layer, (input) => scatterReference(layer, input, forwardOptions), x, dy);
+        expectTensorClose(tf.tensor(actual.output), expected.output, { atol: 1e-5 });
+        expectTensorClose(tf.tensor(actual.dx), expected.dx, { atol: 1e-5 });
+        expect(Object.keys(actual.grads).sort()).toEqual(Object.keys(expected.grads).sort());
+        for (const [variable, gradient] of Object.entries(expected.grads)) {
+          expectTensorClose(tf.tensor(actual.grads[variable] as number[]), gradient as number[], { atol: 1e-5 });
+        }
+      });
+      tf.dispose([x, dy, ...(forwardOptions.tokenMask ? [forwardOptions.tokenMask] : [])]);
+      layer.dispose();
+    });
+  }
+
+  it('gives an expert that no token picked no gradient, as before', () => {
+    const layer = new MoeLayer(layerConfig({ experts: { ffn: 2, zero: 1, copy: 1, constant: 2 } }), new SeededRandom(24));
+    const x = tf.randomNormal([6, 4], 0, 1, 'float32', 25) as tf.Tensor2D;
+    tf.tidy(() => {
+      // Forced routing, FFN share 0.5: slots alternate FFN / zero-computation; 6 ZC slots go round-robin to
+      // constant 2, constant 3, copy 4, zero 5 — so every kind is picked; share 1 picks no ZC expert at all.
+      const { grads } = tf.variableGrads(() => layer.forward(x, { uniformRouting: { ffnShare: 1 } }).output.sum() as tf.Scalar, layerVariables(layer));
+      const constantWeights = layer.experts.flatMap((expert) => (expert.kind === 'constant' ? Object.values(expert.weights).map((v) => v.name) : []));
+      expect(constantWeights).toHaveLength(4);
+      for (const name of constantWeights) expect(Object.keys(grads)).not.toContain(name);
+    });
+    x.dispose();
+    layer.dispose();
+  });
+});
+
+describe('MoeLayer without aux losses (auxiliary: false)', () => {
+  it('gives the same output, routing and statistics, and auxLosses {}', () => {
+    const layer = new MoeLayer(layerConfig({}), new SeededRandom(26));
+    const x = tf.randomNormal([16, 4], 0, 1, 'float32', 27) as tf.Tensor2D;
+    const previous = tf.randomNormal([16, layer.numExperts], 0, 1, 'float32', 28) as tf.Tensor2D;
+    tf.tidy(() => {
+      const full = layer.forward(x, { previousLogits: previous });
+      const lean = layer.forward(x, { previousLogits: previous, auxiliary: false });
+      expect(Object.keys(full.auxLosses).sort()).toEqual(['loadBalance', 'zLoss']);
+      expect(lean.auxLosses).toEqual({});
+      expect(lean.output.arraySync()).toEqual(full.output.arraySync());
+      expect(lean.expertIndices.arraySync()).toEqual(full.expertIndices.arraySync());
+      expect(lean.tokensPerExpert).toEqual(full.tokensPerExpert);
+      for (const key of ['tokensPerExpert', 'droppedAssignments', 'ffnExpertsPerToken', 'entropy'] as const) {
+        expect(lean.stats[key].arraySync()).toEqual(full.stats[key].arraySync());
+      }
+    });
+    tf.dispose([x, previous]);
+    layer.dispose();
+  });
+
+  it('does not leak', async () => {
+    const layer = new MoeLayer(layerConfig({}), new SeededRandom(29));
+    const x = tf.randomNormal([8, 4], 0, 1, 'float32', 30) as tf.Tensor2D;
+    await expectNoLeak(() => tf.tidy(() => void layer.forward(x, { auxiliary: false })));
+    // Outside a tidy: exactly the returned tensors are new (output, 5 routing tensors, 4 statistics).
+    const out = await expectNoLeak(() => layer.forward(x, { auxiliary: false }), 10);
+    const { tokensPerExpert: _counts, expertForwardMs: _ms, auxLosses, stats, ...tensors } = out;
+    expect(auxLosses).toEqual({});
+    tf.dispose([...Object.values(tensors), ...Object.values(stats)]);
+    await expectNoLeak(() => tf.tidy(() => void layer.forward(x, { uniformRouting: { ffnShare: 0.5 }, auxiliary: false })));
+    x.dispose();
     layer.dispose();
   });
 });

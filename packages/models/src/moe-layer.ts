@@ -3,15 +3,32 @@
  *
  *     route:     indices [N, K], gates [N, K], keep [N, K], logits [N, E]  <- router(x, previousLogits)
  *     plan:      per expert e, the (token, slot) pairs routed to it       <- planDispatch (one sort, E counts read back)
- *     experts:   y_e = E_e(x[tokens_e]) · gates[slots_e]                   one matmul chain per FFN expert,
- *                                                                          nothing at all for the zero expert
- *     combine:   y = scatter-add of all y_e into [N, D]                   one unsorted segment sum
+ *     FFN:       rows = x[tokens of every FFN expert, in expert order]    one gather  [M, D]
+ *                y_e = FFN_e(rows_e) · gates                              all FFN experts in one grouped op (runFfnExperts)
+ *                y_ffn = scatter-add of the M rows into [N, D]            one unsorted segment sum
+ *     copy / constant (elementwise, per token: no gather, no scatter):
+ *                y_zc = x ⊙ w + G·V                                       w [N, 1] = Σ copy gates + Σ_c g_c·a1_c,
+ *                                                                         G [N, C] = g_c·a2_c, V [C, D] the constants v_c
+ *     zero:      nothing at all
+ *     output:    y = y_ffn + x ⊙ w + G·V                                   one AddN
  *
- * Compute scales with the tokens actually routed to FFN experts: that is the point of MoE++.
+ * Compute scales with the tokens actually routed to FFN experts: that is the point of MoE++. The
+ * copy and constant experts cost O(N·D) elementwise work whatever the routing (the constant experts'
+ * `[a1, a2] = softmax(W_c x)` is computed for every token, one `[N, D]·[D, 2C]` product), which is less
+ * than gathering and scattering their rows.
  */
 import * as tf from '@tensorflow/tfjs';
-import { checkNumber, checkShape, planDispatch, SeededRandom, ConfigError, type ExpertKind } from '@moepp/tensors-core';
-import { createExpertPool, type Expert } from '@moepp/experts';
+import {
+  checkNumber,
+  checkShape,
+  groupedSwigluFfn,
+  planDispatch,
+  SeededRandom,
+  ConfigError,
+  type DispatchPlan,
+  type ExpertKind,
+} from '@moepp/tensors-core';
+import { createExpertPool, FfnExpert, type ConstantExpert, type Expert } from '@moepp/experts';
 import { MoEPlusPlusRouter, type CapacityConfig, type Router, type RouterOutput } from '@moepp/routers';
 import { totalExperts, type MoeSettings } from './config.js';
 import type { NamedParameter } from './parameters.js';
@@ -43,6 +60,12 @@ export interface MoeForwardOptions {
    * (evenly), the rest evenly to the zero-computation experts. Gates are `1/K`.
    */
   readonly uniformRouting?: boolean | { readonly ffnShare: number };
+  /**
+   * Compute the router's aux losses ({@link MoeLayerOutput.auxLosses}). Default `true`. Pass `false`
+   * where nothing is trained on them (generation, evaluation, speed benchmarks): the router skips them
+   * and `auxLosses` is `{}`. The routing, the output and the statistics do not change.
+   */
+  readonly auxiliary?: boolean;
 }
 
 /** What {@link MoeLayer.forward} returns. Tensors belong to the caller (run it inside `tf.tidy`). */
@@ -59,13 +82,16 @@ export interface MoeLayerOutput {
   readonly keepMask: tf.Tensor2D;
   /** `[N, K]` float32 gates as applied (0 where dropped). */
   readonly combineWeights: tf.Tensor2D;
-  /** Unweighted aux losses from the router (e.g. `loadBalance`, `zLoss`). */
+  /**
+   * Unweighted aux losses from the router (e.g. `loadBalance`, `zLoss`); `{}` when the call passed
+   * {@link MoeForwardOptions.auxiliary} `false` (a key is present exactly when its loss was computed).
+   */
   readonly auxLosses: Readonly<Record<string, tf.Scalar>>;
   /** Routing statistics as tensors (see `@moepp/routers`). */
   readonly stats: RouterOutput['stats'];
   /** Assignments per expert in this call (host numbers, length E). */
   readonly tokensPerExpert: readonly number[];
-  /** Wall time of the expert computation (dispatch, experts, combine) in this forward pass, ms. */
+  /** Wall time of the expert computation (dispatch, experts, combine; not the router) in this forward pass, ms. */
   readonly expertForwardMs: number;
 }
 
@@ -81,6 +107,8 @@ export class MoeLayer {
   readonly experts: readonly Expert[];
   /** The kind of each expert, same order. */
   readonly kinds: readonly ExpertKind[];
+  /** The indices of the FFN, copy and constant experts. */
+  private readonly expertsOfKind: Readonly<Record<'ffn' | 'copy' | 'constant', readonly number[]>>;
 
   /**
    * @param config - widths and MoE settings
@@ -99,6 +127,8 @@ export class MoeLayer {
     });
     this.experts = pool.experts;
     this.kinds = pool.kinds;
+    const ofKind = (kind: ExpertKind) => pool.kinds.flatMap((k, e) => (k === kind ? [e] : []));
+    this.expertsOfKind = { ffn: ofKind('ffn'), copy: ofKind('copy'), constant: ofKind('constant') };
     const capacity: CapacityConfig =
       config.capacityFactor === null
         ? { mode: 'dropless' }
@@ -133,7 +163,7 @@ export class MoeLayer {
    * Runs the layer.
    *
    * @param x - `[N, D]` float32 token states (already normalised)
-   * @param options - gating residual input, training mode, padding mask, benchmark routing
+   * @param options - gating residual input, training mode, padding mask, aux losses or not, benchmark routing
    * @returns the output and everything the router reported, see {@link MoeLayerOutput}
    * @throws `ShapeError` when x is not `[N, D]` or previousLogits not `[N, E]`
    */
@@ -144,6 +174,7 @@ export class MoeLayer {
     const routed = this.router.route(x, {
       training: options.training ?? false,
       previousLogits: options.previousLogits ?? null,
+      auxiliary: options.auxiliary ?? true,
       ...(options.tokenMask ? { tokenMask: options.tokenMask } : {}),
       ...(options.rng ? { rng: options.rng } : {}),
     });
@@ -158,30 +189,22 @@ export class MoeLayer {
     }
 
     const started = performance.now();
-    // The official code multiplies the expert input by K unless moe_feature_no_mul_topk (the router says).
-    const expertInput = routed.expertInputScale === 1 ? x : (tf.mul(x, routed.expertInputScale) as tf.Tensor2D); // [N, D]
-    const plan = planDispatch(expertIndices, this.numExperts, keepMask);
-    const flatGates = combineWeights.reshape([numTokens * topK]); // [N·K]
-    const outputs: tf.Tensor2D[] = [];
-    const destinations: tf.Tensor1D[] = [];
-    this.experts.forEach((expert, e) => {
-      const count = plan.counts[e] as number;
-      if (count === 0 || expert.kind === 'zero') return; // a zero expert costs nothing at all
-      const tokenIds = plan.tokenIds[e] as tf.Tensor1D; // [n_e] int32
-      const rows = tf.gather(expertInput, tokenIds) as tf.Tensor2D; // [n_e, D]
-      const gates = tf.gather(flatGates, plan.slotIds[e] as tf.Tensor1D).reshape([count, 1]); // [n_e, 1]
-      outputs.push(tf.mul(expert.apply(rows), gates) as tf.Tensor2D); // [n_e, D]
-      destinations.push(tokenIds);
+    let tokensPerExpert: readonly number[] = [];
+    const output = tf.tidy(() => {
+      // The official code multiplies the expert input by K unless moe_feature_no_mul_topk (the router says).
+      const expertInput = routed.expertInputScale === 1 ? x : (tf.mul(x, routed.expertInputScale) as tf.Tensor2D); // [N, D]
+      const plan = planDispatch(expertIndices, this.numExperts, keepMask);
+      tokensPerExpert = plan.counts;
+      const ffnOutput = this.ffnExpertsOutput(expertInput, combineWeights, plan); // [N, D] or null
+      const slotWeights = tf.mul(combineWeights, keepMask) as tf.Tensor2D; // [N, K] gates of kept slots
+      const terms = [
+        ...(ffnOutput ? [ffnOutput] : []),
+        ...this.copyAndConstantTerms(expertInput, expertIndices, slotWeights, plan.counts),
+      ]; // [N, D] each
+      if (terms.length === 0) return tf.zerosLike(x) as tf.Tensor2D;
+      return terms.length === 1 ? (terms[0] as tf.Tensor2D) : (tf.addN(terms) as tf.Tensor2D); // [N, D]
     });
-    const output =
-      outputs.length === 0
-        ? (tf.zerosLike(x) as tf.Tensor2D)
-        : (tf.unsortedSegmentSum(
-            outputs.length === 1 ? (outputs[0] as tf.Tensor2D) : tf.concat(outputs, 0),
-            destinations.length === 1 ? (destinations[0] as tf.Tensor1D) : tf.concat(destinations, 0),
-            numTokens,
-          ) as tf.Tensor2D); // [N, D]
-    // Reading one value back makes the timing include the (synchronous on cpu/wasm) kernels.
+    // Reading the output back makes the timing include the (synchronous on cpu/wasm) kernels.
     output.dataSync();
     const expertForwardMs = performance.now() - started;
 
@@ -194,9 +217,87 @@ export class MoeLayer {
       combineWeights,
       auxLosses: routed.auxLosses,
       stats: routed.stats,
-      tokensPerExpert: plan.counts,
+      tokensPerExpert,
       expertForwardMs,
     };
+  }
+
+  /**
+   * The FFN experts' share of the output: their rows gathered once in expert order, each expert run on
+   * its block (`runFfnExperts`), scaled by the gates, scatter-added into token order.
+   *
+   * @param x - `[N, D]` the expert input
+   * @param combineWeights - `[N, K]` float32 gates
+   * @param plan - the dispatch plan (kept slots grouped by expert)
+   * @returns `[N, D]`, or null when no token was routed to an FFN expert
+   */
+  private ffnExpertsOutput(x: tf.Tensor2D, combineWeights: tf.Tensor2D, plan: DispatchPlan): tf.Tensor2D | null {
+    const active = this.expertsOfKind.ffn.filter((e) => (plan.counts[e] as number) > 0);
+    if (active.length === 0) return null;
+    const numTokens = x.shape[0];
+    const groupSizes = active.map((e) => plan.counts[e] as number); // rows per active FFN expert
+    const concatIds = (ids: readonly tf.Tensor1D[]) => (ids.length === 1 ? (ids[0] as tf.Tensor1D) : (tf.concat(ids as tf.Tensor1D[]) as tf.Tensor1D));
+    const tokenIds = concatIds(active.map((e) => plan.tokenIds[e] as tf.Tensor1D)); // [M] int32, grouped by expert
+    const slotIds = concatIds(active.map((e) => plan.slotIds[e] as tf.Tensor1D)); // [M] int32, flat slots n·K + k
+    const rows = tf.gather(x, tokenIds) as tf.Tensor2D; // [M, D]
+    const gates = tf.gather(combineWeights.reshape([numTokens * plan.topK]), slotIds).reshape([-1, 1]); // [M, 1]
+    const outputs = runFfnExperts(active.map((e) => this.experts[e] as Expert), rows, groupSizes); // [M, D]
+    return tf.unsortedSegmentSum(tf.mul(outputs, gates), tokenIds, numTokens) as tf.Tensor2D; // [N, D]
+  }
+
+  /**
+   * The copy and constant experts' share of the output, computed per token with no gather or scatter.
+   * With `g_e[n]` token n's gate on expert e (0 if it did not pick e):
+   *
+   *     copy:      g_e · x                                    (E(x) = x)
+   *     constant:  g_e · (a1_e·x + a2_e·v_e),  [a1_e, a2_e] = softmax(W_c,e x)   (ConstantExpert.apply, Eq. 5)
+   *     sum:       x ⊙ w + G·V,  w = Σ_copy g_e + Σ_const g_e·a1_e  [N, 1],  G = [g_e·a2_e]_const  [N, C],  V = [v_e]  [C, D]
+   *
+   * The constant experts' mix is computed for every token (one `[N, D]·[D, 2C]` product); tokens that
+   * did not pick an expert get gate 0 for it, so values and gradients equal those of running the expert
+   * on its rows alone (up to float32 rounding). Experts no token picked are left out, so, as before,
+   * their weights get no gradient.
+   *
+   * @param x - `[N, D]` the expert input
+   * @param expertIndices - `[N, K]` int32
+   * @param slotWeights - `[N, K]` float32 gates of the kept slots (0 where dropped)
+   * @param counts - kept assignments per expert (length E)
+   * @returns the `[N, D]` terms to add to the output: `x ⊙ w`, and `G·V` when a constant expert was picked;
+   *   none when no token picked a copy or constant expert
+   */
+  private copyAndConstantTerms(
+    x: tf.Tensor2D,
+    expertIndices: tf.Tensor2D,
+    slotWeights: tf.Tensor2D,
+    counts: readonly number[],
+  ): tf.Tensor2D[] {
+    const picked = (e: number) => (counts[e] as number) > 0;
+    const copies = this.expertsOfKind.copy.filter(picked);
+    const constants = this.expertsOfKind.constant.filter(picked);
+    if (copies.length === 0 && constants.length === 0) return [];
+    const numTokens = x.shape[0];
+    const numConstants = constants.length; // C
+    // Gate columns J: [all copy experts together (if picked), each picked constant expert]; table[e][j] = 1
+    // when expert e belongs to column j. gates[n, j] = Σ_k slotWeights[n, k] · table[idx[n, k], j].
+    const columns = [...(copies.length > 0 ? [copies] : []), ...constants.map((e) => [e])];
+    const table = tf.tensor2d(
+      this.kinds.map((_, e) => columns.map((members) => (members.includes(e) ? 1 : 0))),
+      [this.numExperts, columns.length],
+      'float32',
+    ); // [E, J]
+    const gates = tf.sum(tf.mul(tf.gather(table, expertIndices), tf.expandDims(slotWeights, 2)), 1) as tf.Tensor2D; // [N, J]
+    if (numConstants === 0) return [tf.mul(x, gates) as tf.Tensor2D]; // J = 1: x ⊙ w, w = the copy gates
+
+    const experts = constants.map((e) => this.experts[e] as ConstantExpert);
+    const mixWeight = numConstants === 1 ? (experts[0] as ConstantExpert).weights.wg : tf.concat(experts.map((c) => c.weights.wg), 1); // [D, 2C]
+    const mix = tf.softmax(tf.matMul(x, mixWeight).reshape([numTokens, numConstants, 2])); // [N, C, 2] [a1, a2] per expert
+    const [keepInput, takeConstant] = tf.split(mix, 2, 2).map((a) => a.reshape([numTokens, numConstants])) as [tf.Tensor2D, tf.Tensor2D]; // [N, C] each
+    const constantGates = copies.length > 0 ? tf.slice(gates, [0, 1], [numTokens, numConstants]) : gates; // [N, C]
+    let inputWeight = tf.sum(tf.mul(constantGates, keepInput), 1, true) as tf.Tensor2D; // [N, 1] Σ_const g·a1
+    if (copies.length > 0) inputWeight = tf.add(inputWeight, tf.slice(gates, [0, 0], [numTokens, 1])); // + Σ_copy g
+    const constantWeights = tf.mul(constantGates, takeConstant) as tf.Tensor2D; // [N, C] G
+    const vectors = tf.stack(experts.map((c) => c.weights.constant)) as tf.Tensor2D; // [C, D] V
+    return [tf.mul(x, inputWeight) as tf.Tensor2D, tf.matMul(constantWeights, vectors)]; // [N, D] each
   }
 
   /**
@@ -229,6 +330,32 @@ export class MoeLayer {
     this.router.dispose();
     this.experts.forEach((expert) => expert.dispose());
   }
+}
+
+/**
+ * Runs each FFN expert on its block of rows. SwiGLU experts (every MoE++ layer's) run as one
+ * `groupedSwigluFfn` call of `@moepp/tensors-core`: one native kernel forward and one backward for
+ * all experts when native acceleration is active, the same per-expert products as composite tf ops
+ * otherwise. Other experts run one by one.
+ *
+ * @param experts - the FFN experts with at least one row, in the order of their blocks
+ * @param rows - `[M, D]` float32, expert `i`'s rows in block `i`
+ * @param groupSizes - rows per expert (length = experts, sum M, each >= 1)
+ * @returns `[M, D]` float32, row by row the output of the expert that owns the row
+ */
+function runFfnExperts(experts: readonly Expert[], rows: tf.Tensor2D, groupSizes: readonly number[]): tf.Tensor2D {
+  const swigluExperts = experts.filter((expert): expert is FfnExpert => expert instanceof FfnExpert && expert.activation === 'swiglu');
+  if (swigluExperts.length === experts.length) {
+    return groupedSwigluFfn(
+      rows,
+      groupSizes,
+      swigluExperts.map((expert) => expert.weights.upProj), // [D, 2F] each
+      swigluExperts.map((expert) => expert.weights.downProj), // [F, D] each
+    );
+  }
+  if (experts.length === 1) return (experts[0] as Expert).apply(rows);
+  const blocks = tf.split(rows, [...groupSizes], 0) as tf.Tensor2D[]; // [n_e, D] each
+  return tf.concat(blocks.map((block, i) => (experts[i] as Expert).apply(block)), 0) as tf.Tensor2D;
 }
 
 /** The kit's local weight names -> the official PyTorch module paths. */

@@ -52,11 +52,14 @@ export function oneHotFloat(indices: tf.Tensor, depth: number): tf.Tensor {
  *
  * @param values - `[N, E]` float32
  * @param indices - `[N, K]` int32 in `[0, E)`
+ * @param selection - `[N, K, E]` float32, `oneHotFloat(indices, E)` if the caller already has it
  * @returns `[N, K]` float32
  */
-export function gatherColumns(values: tf.Tensor2D, indices: tf.Tensor2D): tf.Tensor2D {
-  const numExperts = values.shape[1];
-  const selection = oneHotFloat(indices, numExperts); // [N, K, E]
+export function gatherColumns(
+  values: tf.Tensor2D,
+  indices: tf.Tensor2D,
+  selection: tf.Tensor = oneHotFloat(indices, values.shape[1]),
+): tf.Tensor2D {
   return tf.sum(tf.mul(selection, tf.expandDims(values, 1)), 2) as tf.Tensor2D;
 }
 
@@ -67,10 +70,15 @@ export function gatherColumns(values: tf.Tensor2D, indices: tf.Tensor2D): tf.Ten
  * @param values - `[N, K]` float32
  * @param indices - `[N, K]` int32 in `[0, E)`
  * @param numExperts - `E`
+ * @param selection - `[N, K, E]` float32, `oneHotFloat(indices, E)` if the caller already has it
  * @returns `[N, E]` float32
  */
-export function scatterColumns(values: tf.Tensor2D, indices: tf.Tensor2D, numExperts: number): tf.Tensor2D {
-  const selection = oneHotFloat(indices, numExperts); // [N, K, E]
+export function scatterColumns(
+  values: tf.Tensor2D,
+  indices: tf.Tensor2D,
+  numExperts: number,
+  selection: tf.Tensor = oneHotFloat(indices, numExperts),
+): tf.Tensor2D {
   return tf.sum(tf.mul(selection, tf.expandDims(values, 2)), 1) as tf.Tensor2D;
 }
 
@@ -191,9 +199,12 @@ export function kindIndicator(kinds: readonly ExpertKind[], predicate: (kind: Ex
  *
  * @param scores - `[N, E]` float32, differentiable
  * @param topK - `K`
- * @returns indices `[N, K]` int32 (largest first) and the selected scores `[N, K]` (differentiable)
+ * @returns indices `[N, K]` int32 (largest first), the selected scores `[N, K]` (differentiable) and
+ *   `selection`, the `[N, K, E]` float32 one-hot of the indices, for the zero-expert gate rule, the
+ *   load-balance loss and the statistics to share (one one-hot per route call)
  */
-export function selectTopK(scores: tf.Tensor2D, topK: number): { indices: tf.Tensor2D; values: tf.Tensor2D } {
+export function selectTopK(scores: tf.Tensor2D, topK: number): { indices: tf.Tensor2D; values: tf.Tensor2D; selection: tf.Tensor3D } {
   const indices = tf.topk(detach(scores), topK).indices as tf.Tensor2D; // [N, K] int32
-  return { indices, values: gatherColumns(scores, indices) };
+  const selection = oneHotFloat(indices, scores.shape[1]) as tf.Tensor3D; // [N, K, E] float32
+  return { indices, values: gatherColumns(scores, indices, selection), selection };
 }

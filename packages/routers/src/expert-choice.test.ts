@@ -81,6 +81,9 @@ describe('ExpertChoiceRouter', () => {
     const x = tf.tensor2d([[1, 0], [0, 1], [1, 1]]);
     const out = await expectNoLeak(() => router.route(x), 10); // one aux loss (zLoss)
     disposeRouterOutput(out);
+    const lean = await expectNoLeak(() => router.route(x, { auxiliary: false }), 9); // no zLoss
+    expect(lean.auxLosses).toEqual({});
+    disposeRouterOutput(lean);
     router.dispose();
     x.dispose();
   });

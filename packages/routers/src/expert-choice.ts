@@ -99,7 +99,8 @@ export class ExpertChoiceRouter implements Router {
    * Routes `[N, D]` tokens. See {@link Router.route} and the module notes.
    *
    * @param x - `[N, D]` float32
-   * @param options - `tokenMask` is honoured (padding is picked last and never kept); the rest is ignored
+   * @param options - `tokenMask` (padding is picked last and never kept) and `auxiliary` (false: no
+   *   `zLoss`) are honoured; the rest is ignored
    * @returns the routing decision with `K = E`; the caller owns its tensors
    * @throws ShapeError for a mis-shaped `x` or `tokenMask`
    */
@@ -137,7 +138,7 @@ export class ExpertChoiceRouter implements Router {
         keepMask: picked,
         logits,
         probabilities,
-        auxLosses: { zLoss: routerZLoss(logits, options.tokenMask) },
+        auxLosses: (options.auxiliary ?? true) ? { zLoss: routerZLoss(logits, options.tokenMask) } : ({} as Record<string, tf.Scalar>),
         stats,
         expertInputScale: 1,
       };

@@ -32,6 +32,20 @@ describe('selectionFractions and meanProbabilities', () => {
       expectTensorClose(meanProbabilities(probabilities), [0.3, 1 / 3, 1.1 / 3]);
     });
   });
+
+  it('take a precomputed one-hot of the indices (selection) with the same result, and check its shape', () => {
+    tf.tidy(() => {
+      const indices = ints([[0, 1], [0, 2], [1, 0]]);
+      const selection = tf.tensor3d([[[1, 0, 0], [0, 1, 0]], [[1, 0, 0], [0, 0, 1]], [[0, 1, 0], [1, 0, 0]]]);
+      const mask = tf.tensor1d([1, 1, 0]);
+      expectTensorClose(selectionFractions(indices, 3, mask, selection), [1, 0.5, 0.5]);
+      const probabilities = tf.tensor2d([[0.5, 0.3, 0.2], [0.1, 0.1, 0.8], [0.3, 0.6, 0.1]]);
+      const kinds: ExpertKind[] = ['ffn', 'ffn', 'zero'];
+      expectTensorClose(heterogeneousLoadBalanceLoss(probabilities, indices, kinds, 0.5, mask, selection), heterogeneousLoadBalanceLoss(probabilities, indices, kinds, 0.5, mask).arraySync());
+      expectTensorClose(switchLoadBalanceLoss(probabilities, indices, undefined, selection), switchLoadBalanceLoss(probabilities, indices).arraySync());
+      expect(() => selectionFractions(indices, 3, undefined, tf.zeros([3, 2, 4]) as tf.Tensor3D)).toThrow(/argument 'selection' must have shape \[3, 2, 3\]/);
+    });
+  });
 });
 
 describe('switchLoadBalanceLoss', () => {

@@ -13,10 +13,14 @@ import { detach, gatherColumns, oneHotFloat } from './common.js';
 
 const SMALL = 1e-10;
 
-/** `[N]` mask or ones, and `T = max(Σ mask, 1)` as a scalar. */
-function maskAndCount(numTokens: number, tokenMask: tf.Tensor1D | undefined): { mask: tf.Tensor1D; count: tf.Scalar } {
-  const mask = tokenMask ?? (tf.ones([numTokens]) as tf.Tensor1D);
-  return { mask, count: tf.maximum(tf.sum(mask), 1) as tf.Scalar };
+/**
+ * The sum over real tokens (axis 0) of `values` `[N, ...]`, and `T = max(Σ mask, 1)`. Without a mask
+ * every token is real: a plain sum and `T = max(N, 1)`, the same values with fewer ops.
+ */
+function sumOverTokens(values: tf.Tensor, tokenMask: tf.Tensor1D | undefined): { sum: tf.Tensor; count: tf.Scalar | number } {
+  if (!tokenMask) return { sum: tf.sum(values, 0), count: Math.max(values.shape[0] as number, 1) };
+  const mask = tokenMask.reshape([tokenMask.shape[0], ...values.shape.slice(1).map(() => 1)]); // [N, 1, …]
+  return { sum: tf.sum(tf.mul(values, mask), 0), count: tf.maximum(tf.sum(tokenMask), 1) as tf.Scalar };
 }
 
 /**
@@ -26,15 +30,24 @@ function maskAndCount(numTokens: number, tokenMask: tf.Tensor1D | undefined): { 
  * @param expertIndices - `[N, K]` int32 chosen experts (before capacity)
  * @param numExperts - `E`
  * @param tokenMask - `[N]` float32, optional
+ * @param selection - `[N, K, E]` float32 one-hot of `expertIndices` if the caller already has it
+ *   (routers compute it once per call); optional, computed here otherwise
  * @returns `[E]` float32
+ * @throws ShapeError for a mis-shaped `tokenMask` or `selection`
  */
-export function selectionFractions(expertIndices: tf.Tensor2D, numExperts: number, tokenMask?: tf.Tensor1D): tf.Tensor1D {
+export function selectionFractions(
+  expertIndices: tf.Tensor2D,
+  numExperts: number,
+  tokenMask?: tf.Tensor1D,
+  selection?: tf.Tensor3D,
+): tf.Tensor1D {
   return tf.tidy(() => {
-    const numTokens = expertIndices.shape[0];
+    const [numTokens, topK] = expertIndices.shape;
     if (tokenMask) checkShape('selectionFractions', 'tokenMask', tokenMask, [numTokens], 'float32');
-    const { mask, count } = maskAndCount(numTokens, tokenMask);
-    const selections = tf.sum(oneHotFloat(expertIndices, numExperts), 1); // [N, E] 0/1
-    return tf.div(tf.sum(tf.mul(selections, tf.expandDims(mask, 1)), 0), count) as tf.Tensor1D;
+    if (selection) checkShape('selectionFractions', 'selection', selection, [numTokens, topK, numExperts], 'float32');
+    const selections = tf.sum(selection ?? oneHotFloat(expertIndices, numExperts), 1); // [N, E] 0/1
+    const { sum, count } = sumOverTokens(selections, tokenMask);
+    return tf.div(sum, count) as tf.Tensor1D;
   });
 }
 
@@ -50,8 +63,8 @@ export function meanProbabilities(probabilities: tf.Tensor2D, tokenMask?: tf.Ten
   return tf.tidy(() => {
     const numTokens = probabilities.shape[0];
     if (tokenMask) checkShape('meanProbabilities', 'tokenMask', tokenMask, [numTokens], 'float32');
-    const { mask, count } = maskAndCount(numTokens, tokenMask);
-    return tf.div(tf.sum(tf.mul(probabilities, tf.expandDims(mask, 1)), 0), count) as tf.Tensor1D;
+    const { sum, count } = sumOverTokens(probabilities, tokenMask);
+    return tf.div(sum, count) as tf.Tensor1D;
   });
 }
 
@@ -64,17 +77,23 @@ export function meanProbabilities(probabilities: tf.Tensor2D, tokenMask?: tf.Ten
  * @param probabilities - `[N, E]` float32
  * @param expertIndices - `[N, K]` int32 (before capacity)
  * @param tokenMask - `[N]` float32, optional
+ * @param selection - `[N, K, E]` float32 one-hot of `expertIndices`, optional (see {@link selectionFractions})
  * @returns scalar float32, differentiable w.r.t. `probabilities`
  * @throws ShapeError when the shapes disagree
  */
-export function switchLoadBalanceLoss(probabilities: tf.Tensor2D, expertIndices: tf.Tensor2D, tokenMask?: tf.Tensor1D): tf.Scalar {
+export function switchLoadBalanceLoss(
+  probabilities: tf.Tensor2D,
+  expertIndices: tf.Tensor2D,
+  tokenMask?: tf.Tensor1D,
+  selection?: tf.Tensor3D,
+): tf.Scalar {
   checkShapes('switchLoadBalanceLoss', {
     probabilities: [probabilities, ['N', 'E'], 'float32'],
     expertIndices: [expertIndices, ['N', 'K'], 'int32'],
   });
   return tf.tidy(() => {
     const numExperts = probabilities.shape[1];
-    const fractions = selectionFractions(expertIndices, numExperts, tokenMask);
+    const fractions = selectionFractions(expertIndices, numExperts, tokenMask, selection);
     return tf.mul(tf.sum(tf.mul(fractions, meanProbabilities(probabilities, tokenMask))), numExperts) as tf.Scalar;
   });
 }
@@ -90,6 +109,7 @@ export function switchLoadBalanceLoss(probabilities: tf.Tensor2D, expertIndices:
  * @param expertKinds - the kind of each of the `E` experts
  * @param tau - `τ >= 0`; smaller sends more tokens to the zero-computation experts (paper default 0.75)
  * @param tokenMask - `[N]` float32, optional
+ * @param selection - `[N, K, E]` float32 one-hot of `expertIndices`, optional (see {@link selectionFractions})
  * @returns scalar float32, differentiable w.r.t. `probabilities`
  * @throws ConfigError for a negative `tau` or `expertKinds` of the wrong length; ShapeError for shapes
  */
@@ -99,6 +119,7 @@ export function heterogeneousLoadBalanceLoss(
   expertKinds: readonly ExpertKind[],
   tau: number,
   tokenMask?: tf.Tensor1D,
+  selection?: tf.Tensor3D,
 ): tf.Scalar {
   const op = 'heterogeneousLoadBalanceLoss';
   checkNumber(op, 'tau', tau, { min: 0 });
@@ -108,7 +129,7 @@ export function heterogeneousLoadBalanceLoss(
   });
   return tf.tidy(() => {
     const eta = tf.tensor1d(expertKinds.map((kind) => (isZeroComputation(kind) ? tau : 1)), 'float32'); // [E]
-    const fractions = selectionFractions(expertIndices, expertKinds.length, tokenMask); // [E]
+    const fractions = selectionFractions(expertIndices, expertKinds.length, tokenMask, selection); // [E]
     return tf.sum(tf.mul(tf.mul(eta, fractions), meanProbabilities(probabilities, tokenMask))) as tf.Scalar;
   });
 }
@@ -126,9 +147,9 @@ export function routerZLoss(logits: tf.Tensor2D, tokenMask?: tf.Tensor1D): tf.Sc
   return tf.tidy(() => {
     const numTokens = logits.shape[0];
     if (tokenMask) checkShape('routerZLoss', 'tokenMask', tokenMask, [numTokens], 'float32');
-    const { mask, count } = maskAndCount(numTokens, tokenMask);
     const logSumExp = tf.logSumExp(logits, 1); // [N]
-    return tf.div(tf.sum(tf.mul(tf.square(logSumExp), mask)), count) as tf.Scalar;
+    const { sum, count } = sumOverTokens(tf.square(logSumExp), tokenMask);
+    return tf.div(sum, count) as tf.Scalar;
   });
 }
 

@@ -351,3 +351,46 @@ describe('MoEPlusPlusRouter memory', () => {
     tf.dispose([x, previous, mask]);
   });
 });
+
+describe('MoEPlusPlusRouter without aux losses (auxiliary: false)', () => {
+  it('routes exactly as with them, computes the statistics, and returns auxLosses {}', () => {
+    const kinds: ExpertKind[] = ['ffn', 'ffn', 'ffn', 'constant', 'copy', 'zero'];
+    const rng = new SeededRandom(5);
+    const router = new MoEPlusPlusRouter({ dim: 8, numExperts: 6, expertKinds: kinds, capacity: { mode: 'heterogeneous', capacityFactor: 1.1, tau: 0.5 }, rng });
+    const x = tf.randomNormal([32, 8], 0, 1, 'float32', 3) as tf.Tensor2D;
+    const previous = tf.randomNormal([32, 6], 0, 1, 'float32', 4) as tf.Tensor2D;
+    const mask = tf.tensor1d(Array.from({ length: 32 }, (_, n) => (n % 7 === 6 ? 0 : 1)));
+    const options: RouteOptions = { previousLogits: previous, tokenMask: mask };
+    withOutput(router, x, (full) => {
+      withOutput(
+        router,
+        x,
+        (lean) => {
+          expect(Object.keys(full.auxLosses).sort()).toEqual(['loadBalance', 'zLoss']);
+          expect(lean.auxLosses).toEqual({});
+          expect(lean.expertIndices.arraySync()).toEqual(full.expertIndices.arraySync());
+          expect(lean.keepMask.arraySync()).toEqual(full.keepMask.arraySync());
+          expect(lean.combineWeights.arraySync()).toEqual(full.combineWeights.arraySync());
+          expect(lean.logits.arraySync()).toEqual(full.logits.arraySync());
+          expect(readRoutingStatsSync(lean.stats)).toEqual(readRoutingStatsSync(full.stats));
+          // The loss on the router's shared one-hot equals the public function on the indices alone.
+          const expected = tf.tidy(() => heterogeneousLoadBalanceLoss(full.probabilities, full.expertIndices, kinds, 0.75, mask).arraySync());
+          expectTensorClose(full.auxLosses.loadBalance!, expected);
+        },
+        { ...options, auxiliary: false },
+      );
+    }, options);
+    router.dispose();
+    tf.dispose([x, previous, mask]);
+  });
+
+  it('does not leak', async () => {
+    const router = handRouter({ useLogitsNorm: true });
+    const x = identity();
+    await expectNoLeak(() => disposeRouterOutput(router.route(x, { auxiliary: false })));
+    const out = await expectNoLeak(() => router.route(x, { auxiliary: false }), 9); // 5 tensors and 4 statistics
+    disposeRouterOutput(out);
+    router.dispose();
+    x.dispose();
+  });
+});

@@ -24,20 +24,10 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { checkNumber, checkOneOf, ConfigError, describe, type ExpertKind, type SeededRandom } from '@moepp/tensors-core';
-import { checkCapacityConfig, CAPACITY_PRIORITIES, type CapacityConfig, type CapacityPriority } from './capacity.js';
-import {
-  checkExpertKinds,
-  checkPositiveInteger,
-  checkRouteInputs,
-  checkTopK,
-  createWeight,
-  kindIndicator,
-  oneHotFloat,
-  selectTopK,
-  tidyRecord,
-} from './common.js';
+import type { CapacityConfig, CapacityPriority } from './capacity.js';
+import { checkPositiveInteger, checkRouteInputs, createWeight, kindIndicator, selectTopK, tidyRecord } from './common.js';
 import { heterogeneousLoadBalanceLoss, routerZLoss } from './losses.js';
-import { finishTokenChoice } from './token-choice.js';
+import { finishTokenChoice, resolveTokenChoiceConfig } from './token-choice.js';
 import type { RouteOptions, Router, RouterOutput } from './types.js';
 
 /** How the default (non-Mixtral) gating treats the zero expert's gate; see the module notes. */
@@ -151,10 +141,14 @@ export class MoEPlusPlusRouter implements Router {
    */
   constructor(config: MoEPlusPlusRouterConfig) {
     const op = 'MoEPlusPlusRouter';
-    this.dim = checkPositiveInteger(op, 'dim', config.dim);
-    this.numExperts = checkPositiveInteger(op, 'numExperts', config.numExperts);
-    this.topK = checkTopK(op, config.topK ?? 2, this.numExperts);
-    this.expertKinds = checkExpertKinds(op, config.expertKinds, this.numExperts);
+    const common = resolveTokenChoiceConfig(op, config);
+    this.dim = common.dim;
+    this.numExperts = common.numExperts;
+    this.topK = common.topK;
+    this.expertKinds = common.expertKinds;
+    this.capacity = common.capacity;
+    this.capacityPriority = common.capacityPriority;
+    const std = common.initializerRange;
     this.twoLayerGate = checkBoolean(op, 'twoLayerGate', config.twoLayerGate ?? false);
     this.useLogitsNorm = checkBoolean(op, 'useLogitsNorm', config.useLogitsNorm ?? true);
     this.gateNormStd = checkNumber(op, 'gateNormStd', config.gateNormStd ?? 1, { greaterThan: 0 });
@@ -166,10 +160,7 @@ export class MoEPlusPlusRouter implements Router {
     this.gatingResidual = checkBoolean(op, 'gatingResidual', config.gatingResidual ?? true);
     this.zeroExpertGate = checkOneOf(op, 'zeroExpertGate', config.zeroExpertGate ?? 'drop-and-renormalize', ZERO_EXPERT_GATE_RULES);
     this.tau = checkNumber(op, 'tau', config.tau ?? 0.75, { min: 0 });
-    this.capacity = checkCapacityConfig(op, config.capacity);
-    this.capacityPriority = checkOneOf(op, 'capacityPriority', config.capacityPriority ?? 'slot-major', CAPACITY_PRIORITIES);
     this.expertInputScale = !this.useMixtralGating && !this.featureNoMulTopK ? this.topK : 1;
-    const std = checkNumber(op, 'initializerRange', config.initializerRange ?? 0.02, { min: 0 });
 
     const hidden = TWO_LAYER_GATE_WIDTH_PER_EXPERT * this.numExperts;
     const weights: Record<string, tf.Variable> = this.twoLayerGate
@@ -203,8 +194,9 @@ export class MoEPlusPlusRouter implements Router {
    * Routes `[N, D]` tokens. See {@link Router.route} and the module notes.
    *
    * @param x - `[N, D]` float32
-   * @param options - `previousLogits` `[N, E]` (gating residual; ignored when `gatingResidual` is off)
-   *   and `tokenMask` are honoured; `training` and `rng` have no effect (no noise)
+   * @param options - `previousLogits` `[N, E]` (gating residual; ignored when `gatingResidual` is off),
+   *   `tokenMask` and `auxiliary` (false: no `loadBalance` / `zLoss`) are honoured; `training` and
+   *   `rng` have no effect (no noise)
    * @returns the routing decision; `logits` are `G(x)` before normalisation, for the next layer
    * @throws ShapeError for a mis-shaped `x`, `previousLogits` or `tokenMask`
    */
@@ -223,30 +215,32 @@ export class MoEPlusPlusRouter implements Router {
       }
       const probabilities = tf.softmax(routingLogits) as tf.Tensor2D; // [N, E]
 
-      let expertIndices: tf.Tensor2D; // [N, K] int32
+      // `selection` [N, K, E] float32, the one-hot of expertIndices, is computed once and shared by the
+      // gate gather, the zero-expert rule, the load-balance loss and the statistics.
+      const top = selectTopK(this.useMixtralGating ? routingLogits : probabilities, this.topK);
+      const { indices: expertIndices, selection } = top; // [N, K] int32, [N, K, E] float32
       let gates: tf.Tensor2D; // [N, K]
       if (this.useMixtralGating) {
-        const top = selectTopK(routingLogits, this.topK);
-        expertIndices = top.indices;
         gates = tf.softmax(top.values) as tf.Tensor2D;
       } else {
-        const top = selectTopK(probabilities, this.topK);
-        expertIndices = top.indices;
         gates = top.values;
         if (this.zeroExpertGate === 'drop-and-renormalize') {
           const isZeroExpert = kindIndicator(this.expertKinds, (kind) => kind === 'zero'); // [E]
-          const pickedZero = tf.sum(tf.mul(oneHotFloat(expertIndices, this.numExperts), isZeroExpert), 2); // [N, K]
+          const pickedZero = tf.sum(tf.mul(selection, isZeroExpert), 2); // [N, K]
           gates = tf.mul(gates, tf.sub(1, pickedZero));
           // A token whose K picks are all zero experts would divide 0 by 0 (NaN in torch); it gets gates 0.
           gates = tf.div(gates, tf.maximum(tf.sum(gates, 1, true), 1e-30));
         }
       }
-      const auxLosses = {
-        loadBalance: heterogeneousLoadBalanceLoss(probabilities, expertIndices, this.expertKinds, this.tau, options.tokenMask),
-        zLoss: routerZLoss(routingLogits, options.tokenMask),
-      };
+      const auxLosses: Record<string, tf.Scalar> =
+        (options.auxiliary ?? true)
+          ? {
+              loadBalance: heterogeneousLoadBalanceLoss(probabilities, expertIndices, this.expertKinds, this.tau, options.tokenMask, selection),
+              zLoss: routerZLoss(routingLogits, options.tokenMask),
+            }
+          : {};
       return finishTokenChoice(
-        { logits, probabilities, expertIndices, gates, auxLosses },
+        { logits, probabilities, expertIndices, selection, gates, auxLosses },
         {
           expertKinds: this.expertKinds,
           topK: this.topK,

@@ -103,6 +103,9 @@ describe('NoisyTopKRouter', () => {
     await expectNoLeak(() => disposeRouterOutput(router.route(x, { training: true, tokenMask: mask })));
     const out = await expectNoLeak(() => router.route(x), 11);
     disposeRouterOutput(out);
+    const lean = await expectNoLeak(() => router.route(x, { training: true, tokenMask: mask, auxiliary: false }), 9); // no importance, load
+    expect(lean.auxLosses).toEqual({});
+    disposeRouterOutput(lean);
     router.dispose();
     tf.dispose([x, mask]);
   });

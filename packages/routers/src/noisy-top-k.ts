@@ -16,7 +16,6 @@ import {
   checkRouteInputs,
   checkTopK,
   createWeight,
-  oneHotFloat,
   scatterColumns,
   selectTopK,
   tidyRecord,
@@ -113,10 +112,10 @@ export class NoisyTopKRouter implements Router {
    *
    * @param x - `[N, D]` float32
    * @param options - `training` turns noise on (drawn from `options.rng`, else the router's generator);
-   *   `tokenMask` is honoured; `previousLogits` is ignored
+   *   `tokenMask` and `auxiliary` (false: no `importance` / `load`) are honoured; `previousLogits` is ignored
    * @returns the routing decision; the caller owns its tensors
    * @throws ShapeError for a mis-shaped `x` or `tokenMask`; ConfigError when the noise scale would be 0
-   *   with noise on (`noiseEpsilon` 0 and a softplus that underflows)
+   *   with noise on and aux losses asked for (`noiseEpsilon` 0 and a softplus that underflows)
    */
   route(x: tf.Tensor2D, options: RouteOptions = {}): RouterOutput {
     const numTokens = checkRouteInputs('NoisyTopKRouter.route', x, this.dim, this.numExperts, options);
@@ -131,26 +130,12 @@ export class NoisyTopKRouter implements Router {
         const noise = randomNormal([numTokens, this.numExperts], rng) as tf.Tensor2D; // [N, E] StandardNormal()
         noisyLogits = tf.add(cleanLogits, tf.mul(noise, noiseStd)) as tf.Tensor2D;
       }
-      const top = selectTopK(noisyLogits, this.topK); // KeepTopK(H(x), k)
+      const top = selectTopK(noisyLogits, this.topK); // KeepTopK(H(x), k); top.selection [N, K, E] one-hot
       const gates = tf.softmax(top.values) as tf.Tensor2D; // [N, K]
       const probabilities = tf.softmax(noisyLogits) as tf.Tensor2D; // [N, E]
-      const sparseGates = scatterColumns(gates, top.indices, this.numExperts); // [N, E] G(x)
-
-      let loadPerToken: tf.Tensor2D; // [N, E] P(x, i), or hard selections
-      if (training && noiseStd !== null && this.topK < this.numExperts) {
-        if (this.noiseEpsilon === 0 && tf.min(noiseStd).dataSync()[0] === 0) {
-          throw new ConfigError("NoisyTopKRouter.route: the noise scale softplus(x·W_noise) underflowed to 0; set 'noiseEpsilon' > 0");
-        }
-        loadPerToken = probabilityInTopK(cleanLogits, noisyLogits, noiseStd, this.topK);
-      } else {
-        loadPerToken = tf.sum(oneHotFloat(top.indices, this.numExperts), 1) as tf.Tensor2D;
-      }
-      const auxLosses = {
-        importance: importanceLoss(sparseGates, options.tokenMask),
-        load: loadLoss(loadPerToken, options.tokenMask),
-      };
+      const auxLosses = (options.auxiliary ?? true) ? this.auxLosses(top, gates, cleanLogits, noisyLogits, noiseStd, options.tokenMask) : {};
       return finishTokenChoice(
-        { logits: cleanLogits, probabilities, expertIndices: top.indices, gates, auxLosses },
+        { logits: cleanLogits, probabilities, expertIndices: top.indices, selection: top.selection, gates, auxLosses },
         {
           expertKinds: this.expertKinds,
           topK: this.topK,
@@ -161,6 +146,38 @@ export class NoisyTopKRouter implements Router {
         },
       );
     });
+  }
+
+  /**
+   * The importance and load losses of one route call (see the class notes).
+   *
+   * @param top - the top-k selection: indices `[N, K]`, their one-hot `[N, K, E]`
+   * @param gates - `[N, K]` the softmax over the kept logits
+   * @param cleanLogits - `[N, E]` `x·W_g`
+   * @param noisyLogits - `[N, E]` `H(x)`
+   * @param noiseStd - `[N, E]` the noise scale in training, null otherwise
+   * @param tokenMask - `[N]` float32, optional
+   * @returns `{ importance, load }`
+   */
+  private auxLosses(
+    top: { readonly indices: tf.Tensor2D; readonly selection: tf.Tensor3D },
+    gates: tf.Tensor2D,
+    cleanLogits: tf.Tensor2D,
+    noisyLogits: tf.Tensor2D,
+    noiseStd: tf.Tensor2D | null,
+    tokenMask: tf.Tensor1D | undefined,
+  ): Record<string, tf.Scalar> {
+    const sparseGates = scatterColumns(gates, top.indices, this.numExperts, top.selection); // [N, E] G(x)
+    let loadPerToken: tf.Tensor2D; // [N, E] P(x, i), or hard selections
+    if (noiseStd !== null && this.topK < this.numExperts) {
+      if (this.noiseEpsilon === 0 && tf.min(noiseStd).dataSync()[0] === 0) {
+        throw new ConfigError("NoisyTopKRouter.route: the noise scale softplus(x·W_noise) underflowed to 0; set 'noiseEpsilon' > 0");
+      }
+      loadPerToken = probabilityInTopK(cleanLogits, noisyLogits, noiseStd, this.topK);
+    } else {
+      loadPerToken = tf.sum(top.selection, 1) as tf.Tensor2D;
+    }
+    return { importance: importanceLoss(sparseGates, tokenMask), load: loadLoss(loadPerToken, tokenMask) };
   }
 
   /** Disposes the router's variables. */

@@ -1,6 +1,6 @@
 /** Keeps the README's example compiled and running: the block below must match the README's `ts` block. */
-import { readFileSync } from 'node:fs';
 import { expect, it } from 'vitest';
+import { expectReadmeExample } from '@moepp/tensors-core/testing';
 // example:start
 import * as tf from '@tensorflow/tfjs';
 import { SeededRandom, type ExpertKind } from '@moepp/tensors-core';
@@ -17,10 +17,7 @@ const stats = readRoutingStatsSync(layer2.stats); // { tokensPerExpert, ffnExper
 // example:end
 
 it('matches the README and runs', () => {
-  const source = readFileSync(new URL(import.meta.url), 'utf8');
-  const example = source.slice(source.indexOf('// example:start\n') + 17, source.indexOf('// example:end'));
-  const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
-  expect(readme).toContain('```ts\n' + example + '```');
+  expectReadmeExample(import.meta.url);
   expect(expertIndices.shape).toEqual([8, 2]);
   expect(combineWeights.isDisposed).toBe(true);
   expect(Object.keys(auxLosses)).toEqual(['loadBalance', 'zLoss']);

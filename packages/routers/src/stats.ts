@@ -25,6 +25,11 @@ export interface RoutingStatsInput {
    * choice): it counts real tokens that no expert picked.
    */
   readonly choice?: 'token' | 'expert';
+  /**
+   * `[N, K, E]` float32 one-hot of `expertIndices`, when the caller already has it (a router computes
+   * it once per route call for its gates, loss and statistics). Optional: computed here otherwise.
+   */
+  readonly selection?: tf.Tensor3D;
 }
 
 /**
@@ -41,27 +46,30 @@ export function computeRoutingStats(input: RoutingStatsInput): RoutingStats {
     keepMask: [input.keepMask, ['N', 'K'], 'float32'],
     probabilities: [input.probabilities, ['N', numExperts], 'float32'],
     ...(input.tokenMask ? { tokenMask: [input.tokenMask, ['N'], 'float32'] as const } : {}),
+    ...(input.selection ? { selection: [input.selection, ['N', 'K', numExperts], 'float32'] as const } : {}),
   });
   const choice = checkOneOf('computeRoutingStats', 'choice', input.choice ?? 'token', ['token', 'expert'] as const);
   return tf.tidy(() => {
     const numTokens = input.expertIndices.shape[0];
-    const mask = input.tokenMask ?? tf.ones([numTokens]); // [N]
-    const realTokens = tf.maximum(tf.sum(mask), 1);
-    const kept = tf.mul(input.keepMask, tf.expandDims(mask, 1)); // [N, K] real kept assignments
-    const assignments = tf.mul(oneHotFloat(input.expertIndices, numExperts), tf.expandDims(kept, 2)); // [N, K, E]
+    const mask = input.tokenMask; // [N], or undefined: every token is real (fewer ops, same values)
+    const realTokens = mask ? tf.maximum(tf.sum(mask), 1) : Math.max(numTokens, 1);
+    const perToken = <T extends tf.Tensor>(values: T): T => (mask ? (tf.mul(values, mask.reshape([numTokens, ...values.shape.slice(1).map(() => 1)])) as T) : values);
+    const kept = perToken(input.keepMask); // [N, K] real kept assignments
+    const selection = input.selection ?? oneHotFloat(input.expertIndices, numExperts); // [N, K, E]
+    const assignments = tf.mul(selection, tf.expandDims(kept, 2)); // [N, K, E]
     const tokensPerExpert = tf.sum(assignments, [0, 1]) as tf.Tensor1D; // [E]
 
     const droppedAssignments =
       choice === 'token'
-        ? (tf.sum(tf.mul(tf.sub(1, input.keepMask), tf.expandDims(mask, 1))) as tf.Scalar)
-        : (tf.sum(tf.mul(tf.cast(tf.equal(tf.sum(kept, 1), 0), 'float32'), mask)) as tf.Scalar);
+        ? (tf.sum(perToken(tf.sub(1, input.keepMask))) as tf.Scalar)
+        : (tf.sum(perToken(tf.cast(tf.equal(tf.sum(kept, 1), 0), 'float32'))) as tf.Scalar);
 
     const isFfn = kindIndicator(input.expertKinds, (kind) => kind === 'ffn'); // [E]
     const ffnExpertsPerToken = tf.div(tf.sum(tf.mul(tokensPerExpert, isFfn)), realTokens) as tf.Scalar;
 
     const probabilities = input.probabilities;
     const tokenEntropy = tf.neg(tf.sum(tf.mul(probabilities, tf.log(tf.maximum(probabilities, 1e-30))), 1)); // [N]
-    const entropy = tf.div(tf.sum(tf.mul(tokenEntropy, mask)), realTokens) as tf.Scalar;
+    const entropy = tf.div(tf.sum(perToken(tokenEntropy)), realTokens) as tf.Scalar;
     return { tokensPerExpert, droppedAssignments, ffnExpertsPerToken, entropy };
   });
 }

@@ -1,11 +1,72 @@
 /**
- * The tail every token-choice router shares: capacity, combine weights, statistics. Internal.
+ * What every token-choice router shares: the common part of its config (validated once, here) and the
+ * tail of its route call (capacity, combine weights, statistics). Internal.
  */
 import * as tf from '@tensorflow/tfjs';
-import type { ExpertKind } from '@moepp/tensors-core';
-import { capacityKeepMask, expertCapacities, type CapacityConfig, type CapacityPriority } from './capacity.js';
+import { checkNumber, checkOneOf, type ExpertKind } from '@moepp/tensors-core';
+import {
+  capacityKeepMask,
+  checkCapacityConfig,
+  CAPACITY_PRIORITIES,
+  expertCapacities,
+  type CapacityConfig,
+  type CapacityPriority,
+} from './capacity.js';
+import { checkExpertKinds, checkPositiveInteger, checkTopK } from './common.js';
 import { computeRoutingStats } from './stats.js';
 import type { RouterOutput } from './types.js';
+
+/** The config fields every token-choice router has, as given (see e.g. `TopKRouterConfig`). */
+export interface TokenChoiceConfigInput {
+  readonly dim: number;
+  readonly numExperts: number;
+  readonly topK?: number;
+  readonly expertKinds?: readonly ExpertKind[];
+  readonly capacity?: CapacityConfig;
+  readonly capacityPriority?: CapacityPriority;
+  readonly initializerRange?: number;
+}
+
+/** {@link TokenChoiceConfigInput} validated, defaults filled. */
+export interface TokenChoiceConfig {
+  /** `D`. */
+  readonly dim: number;
+  /** `E`. */
+  readonly numExperts: number;
+  /** `K` in `[1, E]`, default 2. */
+  readonly topK: number;
+  /** One kind per expert, default all `'ffn'`. */
+  readonly expertKinds: readonly ExpertKind[];
+  /** Default `{ mode: 'dropless' }`. */
+  readonly capacity: CapacityConfig;
+  /** Default `'slot-major'`. */
+  readonly capacityPriority: CapacityPriority;
+  /** Std of the normal initialisation of the router weights, >= 0, default 0.02. */
+  readonly initializerRange: number;
+}
+
+/**
+ * Validates the fields every token-choice router shares and fills their defaults.
+ *
+ * @param op - the router's name for errors, e.g. `'TopKRouter'`
+ * @param config - the config given
+ * @returns the validated fields
+ * @throws ConfigError for a bad size, `topK` outside `[1, E]`, `expertKinds` of the wrong length, an
+ *   unknown capacity mode or priority, a negative capacity factor or `initializerRange`
+ */
+export function resolveTokenChoiceConfig(op: string, config: TokenChoiceConfigInput): TokenChoiceConfig {
+  const dim = checkPositiveInteger(op, 'dim', config.dim);
+  const numExperts = checkPositiveInteger(op, 'numExperts', config.numExperts);
+  return {
+    dim,
+    numExperts,
+    topK: checkTopK(op, config.topK ?? 2, numExperts),
+    expertKinds: checkExpertKinds(op, config.expertKinds, numExperts),
+    capacity: checkCapacityConfig(op, config.capacity),
+    capacityPriority: checkOneOf(op, 'capacityPriority', config.capacityPriority ?? 'slot-major', CAPACITY_PRIORITIES),
+    initializerRange: checkNumber(op, 'initializerRange', config.initializerRange ?? 0.02, { min: 0 }),
+  };
+}
 
 /** What a token-choice router has decided before capacity. */
 export interface TokenChoiceDecision {
@@ -15,9 +76,11 @@ export interface TokenChoiceDecision {
   readonly probabilities: tf.Tensor2D;
   /** `[N, K]` int32. */
   readonly expertIndices: tf.Tensor2D;
+  /** `[N, K, E]` float32 one-hot of `expertIndices` (from `selectTopK`), shared with the statistics. */
+  readonly selection: tf.Tensor3D;
   /** `[N, K]` float32 gates before capacity (differentiable). */
   readonly gates: tf.Tensor2D;
-  /** Unweighted aux losses. */
+  /** Unweighted aux losses, `{}` when the route call asked for none (`auxiliary: false`). */
   readonly auxLosses: Readonly<Record<string, tf.Scalar>>;
 }
 
@@ -54,6 +117,7 @@ export function finishTokenChoice(decision: TokenChoiceDecision, settings: Token
     expertKinds: settings.expertKinds,
     ...(settings.tokenMask ? { tokenMask: settings.tokenMask } : {}),
     choice: 'token',
+    selection: decision.selection,
   });
   return {
     expertIndices: decision.expertIndices,

@@ -173,4 +173,20 @@ describe('TopKRouter', () => {
     tf.dispose([x, mask]);
     router.dispose();
   });
+
+  it('with auxiliary: false routes the same and returns no aux losses, without leaks', async () => {
+    const router = handRouter({ topK: 2, normalizeTopK: true });
+    const x = handX();
+    const full = router.route(x);
+    const lean = await expectNoLeak(() => router.route(x, { auxiliary: false }), 9); // 5 tensors and 4 statistics
+    expect(Object.keys(full.auxLosses).sort()).toEqual(['loadBalance', 'zLoss']);
+    expect(lean.auxLosses).toEqual({});
+    expect(lean.expertIndices.arraySync()).toEqual(full.expertIndices.arraySync());
+    expect(lean.combineWeights.arraySync()).toEqual(full.combineWeights.arraySync());
+    expect(readRoutingStatsSync(lean.stats)).toEqual(readRoutingStatsSync(full.stats));
+    disposeRouterOutput(full);
+    disposeRouterOutput(lean);
+    x.dispose();
+    router.dispose();
+  });
 });

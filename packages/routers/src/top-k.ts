@@ -9,19 +9,11 @@
  *   `softmax-topk` with `normalizeTopK`.
  */
 import * as tf from '@tensorflow/tfjs';
-import { checkNumber, checkOneOf, type ExpertKind, type SeededRandom } from '@moepp/tensors-core';
-import { checkCapacityConfig, CAPACITY_PRIORITIES, type CapacityConfig, type CapacityPriority } from './capacity.js';
-import {
-  checkExpertKinds,
-  checkPositiveInteger,
-  checkRouteInputs,
-  checkTopK,
-  createWeight,
-  selectTopK,
-  tidyRecord,
-} from './common.js';
+import { checkOneOf, type ExpertKind, type SeededRandom } from '@moepp/tensors-core';
+import type { CapacityConfig, CapacityPriority } from './capacity.js';
+import { checkRouteInputs, createWeight, selectTopK, tidyRecord } from './common.js';
 import { routerZLoss, switchLoadBalanceLoss } from './losses.js';
-import { finishTokenChoice } from './token-choice.js';
+import { finishTokenChoice, resolveTokenChoiceConfig } from './token-choice.js';
 import type { RouteOptions, Router, RouterOutput } from './types.js';
 
 /** The gatings {@link TopKRouter} offers. */
@@ -89,23 +81,24 @@ export class TopKRouter implements Router {
    */
   constructor(config: TopKRouterConfig) {
     const op = 'TopKRouter';
-    this.dim = checkPositiveInteger(op, 'dim', config.dim);
-    this.numExperts = checkPositiveInteger(op, 'numExperts', config.numExperts);
-    this.topK = checkTopK(op, config.topK ?? 2, this.numExperts);
+    const common = resolveTokenChoiceConfig(op, config);
+    this.dim = common.dim;
+    this.numExperts = common.numExperts;
+    this.topK = common.topK;
+    this.expertKinds = common.expertKinds;
+    this.capacity = common.capacity;
+    this.capacityPriority = common.capacityPriority;
     this.gating = checkOneOf(op, 'gating', config.gating ?? 'softmax-topk', TOP_K_GATINGS);
     this.normalizeTopK = config.normalizeTopK ?? false;
-    this.expertKinds = checkExpertKinds(op, config.expertKinds, this.numExperts);
-    this.capacity = checkCapacityConfig(op, config.capacity);
-    this.capacityPriority = checkOneOf(op, 'capacityPriority', config.capacityPriority ?? 'slot-major', CAPACITY_PRIORITIES);
-    const std = checkNumber(op, 'initializerRange', config.initializerRange ?? 0.02, { min: 0 });
-    this.weights = { wg: createWeight([this.dim, this.numExperts], config.rng, std) };
+    this.weights = { wg: createWeight([this.dim, this.numExperts], config.rng, common.initializerRange) };
   }
 
   /**
    * Routes `[N, D]` tokens. See {@link Router.route}.
    *
    * @param x - `[N, D]` float32
-   * @param options - `tokenMask` is honoured; `training`, `rng` and `previousLogits` have no effect
+   * @param options - `tokenMask` and `auxiliary` (false: no `loadBalance` / `zLoss`) are honoured;
+   *   `training`, `rng` and `previousLogits` have no effect
    * @returns the routing decision; the caller owns its tensors
    * @throws ShapeError for a mis-shaped `x` or `tokenMask`
    */
@@ -114,23 +107,23 @@ export class TopKRouter implements Router {
     return tidyRecord(() => {
       const logits = tf.matMul(x, this.weights.wg) as tf.Tensor2D; // [N, E] float32
       const probabilities = tf.softmax(logits) as tf.Tensor2D; // [N, E]
-      let expertIndices: tf.Tensor2D; // [N, K] int32
+      const top = selectTopK(this.gating === 'topk-softmax' ? logits : probabilities, this.topK);
+      const { indices: expertIndices, selection } = top; // [N, K] int32, [N, K, E] float32 one-hot (shared)
       let gates: tf.Tensor2D; // [N, K]
       if (this.gating === 'topk-softmax') {
-        const top = selectTopK(logits, this.topK);
-        expertIndices = top.indices;
         gates = tf.softmax(top.values) as tf.Tensor2D;
       } else {
-        const top = selectTopK(probabilities, this.topK);
-        expertIndices = top.indices;
         gates = this.normalizeTopK ? (tf.div(top.values, tf.sum(top.values, 1, true)) as tf.Tensor2D) : top.values;
       }
-      const auxLosses = {
-        loadBalance: switchLoadBalanceLoss(probabilities, expertIndices, options.tokenMask),
-        zLoss: routerZLoss(logits, options.tokenMask),
-      };
+      const auxLosses: Record<string, tf.Scalar> =
+        (options.auxiliary ?? true)
+          ? {
+              loadBalance: switchLoadBalanceLoss(probabilities, expertIndices, options.tokenMask, selection),
+              zLoss: routerZLoss(logits, options.tokenMask),
+            }
+          : {};
       return finishTokenChoice(
-        { logits, probabilities, expertIndices, gates, auxLosses },
+        { logits, probabilities, expertIndices, selection, gates, auxLosses },
         {
           expertKinds: this.expertKinds,
           topK: this.topK,

@@ -25,6 +25,14 @@ export interface RouteOptions {
   readonly tokenMask?: tf.Tensor1D;
   /** Generator for the router noise (noisy top-k in training). Default: the router's own generator. */
   readonly rng?: SeededRandom;
+  /**
+   * Compute the aux losses ({@link RouterOutput.auxLosses}). Default `true`. Pass `false` where nothing
+   * will be trained on them (generation, evaluation, speed benchmarks): the router then skips the loss
+   * computation and returns `auxLosses` as an empty record `{}`, which a trainer reads as "no aux loss
+   * for this layer" (never as a zero loss that was computed). Everything else is computed as usual,
+   * statistics included.
+   */
+  readonly auxiliary?: boolean;
 }
 
 /**
@@ -71,7 +79,8 @@ export interface RouterOutput {
   readonly probabilities: tf.Tensor2D;
   /**
    * Scalar aux losses, UNWEIGHTED (the trainer multiplies by its own coefficients), e.g.
-   * `{ loadBalance, zLoss }`. Padding tokens are masked out.
+   * `{ loadBalance, zLoss }`. Padding tokens are masked out. An empty record `{}` when the call passed
+   * {@link RouteOptions.auxiliary} `false`: a key is present exactly when its loss was computed.
    */
   readonly auxLosses: Readonly<Record<string, tf.Scalar>>;
   /** Routing statistics; see {@link RoutingStats}. */

@@ -77,7 +77,7 @@ export async function evaluate(model: DecoderLM, batches: readonly TokenBatch[])
     const summary = tf.tidy(() => {
       const inputs = tf.tensor2d(batch.inputs, [batchSize, seqLen], 'int32'); // [B, T]
       const targets = tf.tensor1d(batch.targets, 'int32'); // [N]
-      const output = model.forward(inputs, { training: false });
+      const output = model.forward(inputs, { training: false, auxiliary: false }); // no aux losses: the loss here is cross-entropy only
       const logits = output.logits.reshape([numTokens, vocabSize]) as tf.Tensor2D; // [N, V]
       const losses = tokenCrossEntropy(logits, targets); // [N]
       const hits = tf.cast(tf.equal(tf.argMax(logits, 1), targets), 'float32'); // [N]
