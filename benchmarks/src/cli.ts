@@ -5,6 +5,7 @@
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { runBenchmark, type BenchmarkDefinition } from './harness.js';
 
 /** Parsed flags. */
 export interface CliOptions {
@@ -67,4 +68,38 @@ export function isMainModule(moduleUrl: string): boolean {
   const modulePath = fileURLToPath(moduleUrl);
   const resolved = path.resolve(script);
   return resolved === modulePath || resolved === modulePath.replace(/\.ts$/, '');
+}
+
+/**
+ * The command line of a benchmark file that can run alone: parses the flags, prints {@link USAGE} for
+ * `--help`, else builds the benchmark and runs it (writing `<name>.json` and `<name>.md`).
+ *
+ * @param build - builds the benchmark for the parsed flags
+ * @returns `main(argv)`, for {@link runWhenMain} and for tests
+ */
+export function benchmarkMain(build: (options: CliOptions) => BenchmarkDefinition): (argv: readonly string[]) => Promise<void> {
+  return async (argv) => {
+    const options = parseBenchmarkArgs(argv);
+    if (options.help) {
+      console.log(USAGE);
+      return;
+    }
+    await runBenchmark(build(options), { outDir: options.outDir, quick: options.quick });
+  };
+}
+
+/**
+ * Runs `main` with the process's arguments when the calling module is the script Node was started
+ * with; prints the error and sets a failing exit code if it throws.
+ *
+ * @param moduleUrl - `import.meta.url` of the calling module
+ * @param main - the module's command line
+ * @param showStack - print the stack trace (default) or only the message
+ */
+export function runWhenMain(moduleUrl: string, main: (argv: readonly string[]) => Promise<void>, showStack = true): void {
+  if (!isMainModule(moduleUrl)) return;
+  main(process.argv.slice(2)).catch((error: unknown) => {
+    console.error(error instanceof Error ? (showStack ? error.stack : error.message) : error);
+    process.exitCode = 1;
+  });
 }

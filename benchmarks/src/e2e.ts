@@ -27,13 +27,12 @@ import * as tf from '@tensorflow/tfjs';
 import { countModelParameters, createModel, presetConfig, PRESET_VARIANTS, type PresetSize, type PresetVariant } from '@moepp/models';
 import { prepareTextData } from '@moepp/data';
 import { Trainer, type StepRecord } from '@moepp/trainers';
-import { isMainModule, parseBenchmarkArgs, USAGE } from './cli.js';
+import { benchmarkMain, runWhenMain } from './cli.js';
 import { runPytorchPeer, type PeerCase, type PeerResult } from './native.js';
 import {
   CONFIGURATIONS,
   formatMs,
   median,
-  runBenchmark,
   type BenchmarkCase,
   type BenchmarkDefinition,
   type BenchmarkResult,
@@ -345,18 +344,6 @@ function summarizeE2e(
  * @param argv - the flags (`--quick`, `--out <dir>`)
  * @returns nothing; writes `e2e.json` and `e2e.md`
  */
-export async function main(argv: readonly string[]): Promise<void> {
-  const options = parseBenchmarkArgs(argv);
-  if (options.help) {
-    console.log(USAGE);
-    return;
-  }
-  await runBenchmark(e2eBenchmark(), { outDir: options.outDir, quick: options.quick });
-}
+export const main = benchmarkMain(() => e2eBenchmark());
 
-if (isMainModule(import.meta.url)) {
-  main(process.argv.slice(2)).catch((error: unknown) => {
-    console.error(error instanceof Error ? error.stack : error);
-    process.exitCode = 1;
-  });
-}
+runWhenMain(import.meta.url, main);

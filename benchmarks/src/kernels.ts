@@ -23,10 +23,9 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { gatherRows, randomNormal, scatterAddRows, SeededRandom } from '@moepp/tensors-core';
-import { isMainModule, parseBenchmarkArgs, USAGE } from './cli.js';
+import { benchmarkMain, runWhenMain } from './cli.js';
 import {
   CONFIGURATIONS,
-  runBenchmark,
   type BenchmarkCase,
   type BenchmarkDefinition,
   type Configuration,
@@ -371,18 +370,6 @@ function defaultTiming(configuration: Configuration, quick: boolean): TimingPlan
  * @param argv - the flags (`--quick`, `--out <dir>`)
  * @returns nothing; writes `kernels.json` and `kernels.md`
  */
-export async function main(argv: readonly string[]): Promise<void> {
-  const options = parseBenchmarkArgs(argv);
-  if (options.help) {
-    console.log(USAGE);
-    return;
-  }
-  await runBenchmark(kernelsBenchmark(), { outDir: options.outDir, quick: options.quick });
-}
+export const main = benchmarkMain(() => kernelsBenchmark());
 
-if (isMainModule(import.meta.url)) {
-  main(process.argv.slice(2)).catch((error: unknown) => {
-    console.error(error instanceof Error ? error.message : error);
-    process.exitCode = 1;
-  });
-}
+runWhenMain(import.meta.url, main, false);

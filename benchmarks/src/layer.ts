@@ -46,12 +46,11 @@
 import * as tf from '@tensorflow/tfjs';
 import { accelerationStatus, planDispatch, randomNormal, SeededRandom } from '@moepp/tensors-core';
 import { DEFAULT_MOE_SETTINGS, ffnShare, MoeLayer, uniformAssignment, type MoeForwardOptions, type MoeSettings } from '@moepp/models';
-import { isMainModule, parseBenchmarkArgs, USAGE } from './cli.js';
+import { benchmarkMain, runWhenMain } from './cli.js';
 import {
   CONFIGURATIONS,
   formatMs,
   median,
-  runBenchmark,
   type BenchmarkCase,
   type BenchmarkDefinition,
   type BenchmarkResult,
@@ -1176,18 +1175,6 @@ function layerMarkdown(
  * @param argv - the flags (`--quick`, `--out <dir>`)
  * @returns nothing; writes `layer.json` and `layer.md`
  */
-export async function main(argv: readonly string[]): Promise<void> {
-  const options = parseBenchmarkArgs(argv);
-  if (options.help) {
-    console.log(USAGE);
-    return;
-  }
-  await runBenchmark(layerBenchmark(), { outDir: options.outDir, quick: options.quick });
-}
+export const main = benchmarkMain(() => layerBenchmark());
 
-if (isMainModule(import.meta.url)) {
-  main(process.argv.slice(2)).catch((error: unknown) => {
-    console.error(error instanceof Error ? error.stack : error);
-    process.exitCode = 1;
-  });
-}
+runWhenMain(import.meta.url, main);

@@ -41,7 +41,7 @@ import {
   SeededRandom,
   swiglu,
 } from '@moepp/tensors-core';
-import { isMainModule, parseBenchmarkArgs, USAGE } from './cli.js';
+import { parseBenchmarkArgs, runWhenMain, USAGE } from './cli.js';
 import {
   CONFIGURATIONS,
   runBenchmark,
@@ -425,9 +425,4 @@ export async function main(argv: readonly string[]): Promise<void> {
   }
 }
 
-if (isMainModule(import.meta.url)) {
-  main(process.argv.slice(2)).catch((error: unknown) => {
-    console.error(error instanceof Error ? error.message : error);
-    process.exitCode = 1;
-  });
-}
+runWhenMain(import.meta.url, main, false);

@@ -22,10 +22,9 @@
 import * as tf from '@tensorflow/tfjs';
 import { randomNormal, SeededRandom, type ExpertKind } from '@moepp/tensors-core';
 import { ExpertChoiceRouter, MoEPlusPlusRouter, NoisyTopKRouter, TopKRouter, type RouteOptions, type Router } from '@moepp/routers';
-import { isMainModule, parseBenchmarkArgs, USAGE } from './cli.js';
+import { benchmarkMain, runWhenMain } from './cli.js';
 import {
   CONFIGURATIONS,
-  runBenchmark,
   type BenchmarkDefinition,
   type BenchmarkResult,
   type BenchmarkSummary,
@@ -274,18 +273,6 @@ function summarizeRouters(
  * @param argv - the flags (`--quick`, `--out <dir>`)
  * @returns nothing; writes `routers.json` and `routers.md`
  */
-export async function main(argv: readonly string[]): Promise<void> {
-  const options = parseBenchmarkArgs(argv);
-  if (options.help) {
-    console.log(USAGE);
-    return;
-  }
-  await runBenchmark(routersBenchmark(), { outDir: options.outDir, quick: options.quick });
-}
+export const main = benchmarkMain(() => routersBenchmark());
 
-if (isMainModule(import.meta.url)) {
-  main(process.argv.slice(2)).catch((error: unknown) => {
-    console.error(error instanceof Error ? error.stack : error);
-    process.exitCode = 1;
-  });
-}
+runWhenMain(import.meta.url, main);

@@ -3,7 +3,7 @@
  * repository root (or `tsx --conditions=source src/run.ts ...` here). Each benchmark writes
  * `<out>/<name>.json` and `<out>/<name>.md`; see `harness.ts`.
  */
-import { isMainModule, parseBenchmarkArgs, USAGE } from './cli.js';
+import { parseBenchmarkArgs, runWhenMain, USAGE } from './cli.js';
 import { runBenchmark, type BenchmarkDefinition } from './harness.js';
 import { kernelsBenchmark } from './kernels.js';
 import { layerBenchmark } from './layer.js';
@@ -47,9 +47,4 @@ export async function main(argv: readonly string[]): Promise<void> {
   }
 }
 
-if (isMainModule(import.meta.url)) {
-  main(process.argv.slice(2)).catch((error: unknown) => {
-    console.error(error instanceof Error ? error.message : error);
-    process.exitCode = 1;
-  });
-}
+runWhenMain(import.meta.url, main, false);
