@@ -26,6 +26,7 @@
  *   adamw(heap, weightOffset, gradientOffset, firstMomentOffset, secondMomentOffset, weightOutOffset,
  *         firstMomentOutOffset, secondMomentOutOffset, n, beta1, beta2, epsilon, stepSize,
  *         inverseRootCorrection2, decayFactor)
+ *   rotary(heap, xOffset, cosOffset, sinOffset, yOffset, batch, seqLen, half, inverse)
  */
 #define _GNU_SOURCE
 #define NAPI_VERSION 8
@@ -649,11 +650,45 @@ static napi_value adamw(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/*
+ * Rotary embedding (rotate-half convention) of x [batch, seqLen, 2·half] by the tables cos, sin
+ * [seqLen, half] into y (same shape as x, overlapping nothing); inverse = true rotates by −angle, which
+ * is the gradient of the forward rotation.
+ */
+static napi_value rotary(napi_env env, napi_callback_info info) {
+  call_t call;
+  int64_t x_offset, cos_offset, sin_offset, y_offset, batch, seq_len, half;
+  int inverse;
+  if (!begin_call(env, info, &call, "rotary", 9)) return NULL;
+  if (!read_int(&call, 1, "xOffset", 0, OFFSET_LIMIT, &x_offset) || !read_int(&call, 2, "cosOffset", 0, OFFSET_LIMIT, &cos_offset) ||
+      !read_int(&call, 3, "sinOffset", 0, OFFSET_LIMIT, &sin_offset) || !read_int(&call, 4, "yOffset", 0, OFFSET_LIMIT, &y_offset) ||
+      !read_int(&call, 5, "batch", 0, INT_LIMIT, &batch) || !read_int(&call, 6, "seqLen", 0, INT_LIMIT, &seq_len) ||
+      !read_int(&call, 7, "half", 0, INT_LIMIT, &half) || !read_bool(&call, 8, "inverse", &inverse)) {
+    return NULL;
+  }
+  const int64_t table = product_or_fail(seq_len, half);
+  const int64_t rows = product_or_fail(batch, seq_len);
+  const int64_t total = rows < 0 ? -1 : product_or_fail(rows, 2 * half);
+  if (table < 0 || total < 0) {
+    throw_range(&call, "a size overflows");
+    return NULL;
+  }
+  if (!check_span(&call, "x", x_offset, total) || !check_span(&call, "cos", cos_offset, table) || !check_span(&call, "sin", sin_offset, table) ||
+      !check_span(&call, "y", y_offset, total) || !check_disjoint(&call, "y", y_offset, total, "x", x_offset, total) ||
+      !check_disjoint(&call, "y", y_offset, total, "cos", cos_offset, table) ||
+      !check_disjoint(&call, "y", y_offset, total, "sin", sin_offset, table)) {
+    return NULL;
+  }
+  DISPATCH(rotary_rows, call.heap + x_offset, call.heap + cos_offset, call.heap + sin_offset, call.heap + y_offset, batch, seq_len, half,
+           inverse ? -1.0f : 1.0f);
+  return NULL;
+}
+
 /* ------------------------------------------------------------------------------------------------ */
 /* Module                                                                                           */
 
 /* Bumped whenever an export changes; src/accel.ts refuses an addon built from another version. */
-#define ACCEL_ABI_VERSION 3
+#define ACCEL_ABI_VERSION 4
 
 static napi_value init(napi_env env, napi_value exports) {
   napi_value abi;
@@ -670,6 +705,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"rmsNorm", NULL, rms_norm, NULL, NULL, NULL, napi_default, NULL},
       {"rmsNormGrad", NULL, rms_norm_grad, NULL, NULL, NULL, napi_default, NULL},
       {"adamw", NULL, adamw, NULL, NULL, NULL, napi_default, NULL},
+      {"rotary", NULL, rotary, NULL, NULL, NULL, napi_default, NULL},
   };
   if (napi_define_properties(env, exports, sizeof properties / sizeof properties[0], properties) != napi_ok) return NULL;
   return exports;

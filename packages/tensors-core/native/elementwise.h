@@ -166,3 +166,35 @@ static void NO_FP_CONTRACT KERNEL(adamw_values)(const float *restrict w, const f
     w_out[i] = decayed_weight - step;
   }
 }
+
+/*
+ * Rotary position embedding, rotate-half convention (LLaMA / Hugging Face), on `x` [batch, T, 2·half]:
+ * with x1 = x[..., :half], x2 = x[..., half:], c = cos[t, i], s = sign·sin[t, i] (sign -1: the inverse
+ * rotation, which is the gradient),
+ *   y1 = x1·c − x2·s,   y2 = x2·c + x1·s.
+ * Each product and sum rounded to float32 as the composite tfjs form rounds them (x·cos + rotate_half(x)·sin),
+ * hence NO_FP_CONTRACT. The output aliases nothing (accel.c checks).
+ */
+static void NO_FP_CONTRACT KERNEL(rotary_rows)(const float *restrict x, const float *restrict cos_table, const float *restrict sin_table,
+                                               float *restrict y, int64_t batch, int64_t seq_len, int64_t half, float sign) {
+  const int64_t width = 2 * half;
+  for (int64_t b = 0; b < batch; b++) {
+    for (int64_t t = 0; t < seq_len; t++) {
+      const float *restrict in = x + (b * seq_len + t) * width;
+      float *restrict out = y + (b * seq_len + t) * width;
+      const float *restrict c = cos_table + t * half;
+      const float *restrict s = sin_table + t * half;
+      for (int64_t i = 0; i < half; i++) {
+        float first = in[i];
+        float second = in[half + i];
+        float sine = sign * s[i];
+        float first_cos = first * c[i];
+        float second_sin = second * sine;
+        float second_cos = second * c[i];
+        float first_sin = first * sine;
+        out[i] = first_cos - second_sin;
+        out[half + i] = second_cos + first_sin;
+      }
+    }
+  }
+}

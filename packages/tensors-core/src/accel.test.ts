@@ -360,6 +360,45 @@ describe.runIf(addon !== null)('native addon', () => {
       expect(() => native.adamw(heap.buffer, 0, 8, 16, 24, 32, 40, 48, 8, Number.NaN, 0.95, 1e-8, 1e-3, 1, 1)).toThrow("accel.adamw: argument 'beta1' must be a finite number");
     });
 
+    it('rotary matches the float32 formula bit for bit (no FMA), and inverse undoes it', () => {
+      const f32 = Math.fround;
+      const [batch, seqLen, half] = [2, 3, 5];
+      const total = batch * seqLen * 2 * half;
+      const heap = new Float32Array(4 * 64);
+      heap.set(randomArray(total, 9), 0);
+      heap.set(randomArray(seqLen * half, 10), 64); // cos
+      heap.set(randomArray(seqLen * half, 11), 96); // sin
+      native.rotary(heap.buffer, 0, 64, 96, 128, batch, seqLen, half, false);
+      for (let b = 0; b < batch; b++) {
+        for (let t = 0; t < seqLen; t++) {
+          for (let i = 0; i < half; i++) {
+            const row = (b * seqLen + t) * 2 * half;
+            const [x1, x2, c, s] = [heap[row + i], heap[row + half + i], heap[64 + t * half + i], heap[96 + t * half + i]] as [number, number, number, number];
+            expect([heap[128 + row + i], heap[128 + row + half + i]]).toEqual([f32(f32(x1 * c) - f32(x2 * s)), f32(f32(x2 * c) + f32(x1 * s))]);
+          }
+        }
+      }
+      expect(heap[128 + total]).toBe(0); // nothing written past the end
+      // with cos² + sin² = 1 the inverse rotation gives x back
+      for (let j = 0; j < seqLen * half; j++) {
+        const angle = 0.1 + j;
+        heap[64 + j] = Math.cos(angle);
+        heap[96 + j] = Math.sin(angle);
+      }
+      native.rotary(heap.buffer, 0, 64, 96, 128, batch, seqLen, half, false);
+      native.rotary(heap.buffer, 128, 64, 96, 192, batch, seqLen, half, true);
+      expectArraysClose(heap.subarray(192, 192 + total), Array.from(heap.subarray(0, total)));
+    });
+
+    it('rotary bounds-checks its spans and refuses an output that overlaps an input', () => {
+      const heap = new Float32Array(64);
+      expect(() => native.rotary(heap.buffer, 0, 16, 24, 50, 2, 2, 2, false)).toThrow("accel.rotary: 'y' [50, 66) is outside the heap of 64 floats");
+      expect(() => native.rotary(heap.buffer, 0, 60, 24, 32, 1, 2, 4, false)).toThrow("accel.rotary: 'cos' [60, 68) is outside the heap of 64 floats");
+      expect(() => native.rotary(heap.buffer, 0, 16, 20, 4, 1, 2, 2, false)).toThrow("accel.rotary: 'y' overlaps 'x'");
+      expect(() => native.rotary(heap.buffer, 0, 16, 24, 14, 1, 2, 2, false)).toThrow("accel.rotary: 'y' overlaps 'cos'");
+      expect(() => native.rotary(heap.buffer, 0, 8, 16, 24, 2 ** 31 - 1, 2 ** 31 - 1, 2 ** 31 - 1, false)).toThrow(RangeError);
+    });
+
     it('bounds-check their spans', () => {
       const heap = new Float32Array(64);
       expect(() => native.swiglu(heap.buffer, 0, 60, 2, 4)).toThrow(/accel\.swiglu: 'out' \[60, 68\) is outside the heap of 64 floats/);

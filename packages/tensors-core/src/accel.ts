@@ -95,6 +95,22 @@ export interface NativeAccel {
     inverseRootCorrection2: number,
     decayFactor: number,
   ): void;
+  /**
+   * Rotary embedding, rotate-half convention (see `../fused.ts`): `y1 = x1·c − x2·s`, `y2 = x2·c + x1·s`
+   * for `x` `[batch, seqLen, 2·half]` and the tables `cos`, `sin` `[seqLen, half]`; `inverse` rotates by
+   * the negative angle (the gradient). `y` must not overlap an input.
+   */
+  rotary(
+    heap: ArrayBuffer,
+    xOffset: number,
+    cosOffset: number,
+    sinOffset: number,
+    yOffset: number,
+    batch: number,
+    seqLen: number,
+    half: number,
+    inverse: boolean,
+  ): void;
 }
 
 /** What the addon's `load` returns. */
@@ -132,7 +148,7 @@ export interface AccelerationOptions {
 }
 
 /** The addon's export version this file expects (`ACCEL_ABI_VERSION` in `native/accel.c`). */
-export const ACCEL_ABI_VERSION = 3;
+export const ACCEL_ABI_VERSION = 4;
 
 /** `OPENBLAS_THREAD_TIMEOUT` the kit sets when the user has not: idle workers sleep after ~2^4 cycles. */
 export const DEFAULT_THREAD_TIMEOUT = 4;

@@ -2,7 +2,7 @@ import * as tf from '@tensorflow/tfjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { accelerationStatus, suspendAcceleration, withAcceleration } from './accel.js';
 import { ConfigError, ShapeError } from './errors.js';
-import { fusedOpsActive, gelu, rmsNorm, swiglu } from './fused.js';
+import { fusedOpsActive, gelu, rmsNorm, rotaryEmbedding, swiglu } from './fused.js';
 import { SeededRandom } from './random.js';
 import { checkGradients, expectNoLeak, expectValuesClose, valuesOn, withBackend, type TensorValues } from './testing.js';
 
@@ -210,6 +210,157 @@ describe('fused ops: argument checks', () => {
       expect(out.shape).toEqual([0, 2]);
       const [normed] = (await valuesOn('wasm', () => rmsNorm(tf.zeros([0, 4]), tf.ones([4])))) as [TensorValues];
       expect(normed.shape).toEqual([0, 4]);
+    });
+  });
+});
+
+/** Rotary tables `[T, hd/2]` of LLaMA's frequencies `θ[t, i] = t·base^(−2i/hd)`. */
+function rotaryHalfTables(seqLen: number, headDim: number, base = 10000): { cos: Float32Array; sin: Float32Array } {
+  const half = headDim / 2;
+  const cos = new Float32Array(seqLen * half);
+  const sin = new Float32Array(seqLen * half);
+  for (let t = 0; t < seqLen; t++) {
+    for (let i = 0; i < half; i++) {
+      const angle = t * Math.pow(base, (-2 * i) / headDim);
+      cos[t * half + i] = Math.cos(angle);
+      sin[t * half + i] = Math.sin(angle);
+    }
+  }
+  return { cos, sin };
+}
+
+describe.each(PATHS)('rotaryEmbedding on wasm: $path', ({ accelerated }) => {
+  let resume: (() => void) | undefined;
+  beforeAll(() => {
+    if (!accelerated) resume = suspendAcceleration();
+  });
+  afterAll(() => resume?.());
+
+  it('takes the path this block is about', async () => {
+    await withBackend('wasm', async () => {
+      const x = tf.ones([1, 2, 4]);
+      const table = tf.ones([2, 2]);
+      try {
+        const profile = await tf.profile(() => rotaryEmbedding(x, table, table));
+        expect(profile.kernelNames.includes('MoeppRotary')).toBe(accelerated);
+        expect(profile.kernelNames.includes('Concat')).toBe(!accelerated);
+        tf.dispose(profile.result as tf.Tensor);
+      } finally {
+        tf.dispose([x, table]);
+      }
+    });
+  });
+
+  it('rotates each pair (x1_i, x2_i) by its angle: a hand-checked quarter turn and identity', async () => {
+    // T = 2, hd = 4: position 0 has angle 0 (identity), position 1 angles 90° and 180°.
+    const forward = (): tf.Tensor =>
+      rotaryEmbedding(
+        tf.tensor3d([[[1, 2, 3, 4], [1, 2, 3, 4]]]),
+        tf.tensor2d([[1, 1], [0, -1]]),
+        tf.tensor2d([[0, 0], [1, 0]]),
+      );
+    await expectNoLeak(async () => {
+      const [y] = (await valuesOn('wasm', forward)) as [TensorValues];
+      expect(y.shape).toEqual([1, 2, 4]);
+      expect(y.dtype).toBe('float32');
+      // pair (1, 3) by 90° -> (-3, 1); pair (2, 4) by 180° -> (-2, -4)
+      expect(Array.from(y.values)).toEqual([1, 2, 3, 4, -3, -2, 1, -4]);
+    });
+  });
+
+  it.each([
+    { shape: [3, 4] },
+    { shape: [2, 3, 5, 8] },
+    { shape: [2, 4, 16, 32] },
+    { shape: [1, 1, 7, 2] },
+  ])('$shape: values and gradient match cpu', async ({ shape }) => {
+    const seqLen = shape[shape.length - 2] as number;
+    const headDim = shape[shape.length - 1] as number;
+    const { cos, sin } = rotaryHalfTables(seqLen, headDim);
+    const xValues = randomValues(sizeOf(shape), 21, 2);
+    const upstream = randomValues(sizeOf(shape), 22);
+    const tables = (): [tf.Tensor, tf.Tensor] => [tf.tensor2d(cos, [seqLen, headDim / 2]), tf.tensor2d(sin, [seqLen, headDim / 2])];
+    const forward = (): tf.Tensor => rotaryEmbedding(tf.tensor(xValues, shape), ...tables());
+    const gradient = (): tf.Tensor =>
+      tf.grad((x: tf.Tensor) => tf.sum(tf.mul(rotaryEmbedding(x, ...tables()), tf.tensor(upstream, shape))))(tf.tensor(xValues, shape));
+    await expectNoLeak(async () => {
+      const [wasm] = (await valuesOn('wasm', forward)) as [TensorValues];
+      const [cpu] = (await valuesOn('cpu', forward)) as [TensorValues];
+      expect(wasm.shape).toEqual(shape);
+      expectValuesClose(wasm, cpu, TOLERANCE);
+      const [wasmGrad] = (await valuesOn('wasm', gradient)) as [TensorValues];
+      const [cpuGrad] = (await valuesOn('cpu', gradient)) as [TensorValues];
+      expect(wasmGrad.shape).toEqual(shape);
+      expectValuesClose(wasmGrad, cpuGrad, TOLERANCE);
+    });
+  });
+
+  it('the gradient agrees with finite differences', async () => {
+    const { cos, sin } = rotaryHalfTables(3, 4, 7);
+    await withBackend('wasm', () =>
+      tf.tidy(() => {
+        const x = tf.tensor(randomValues(2 * 3 * 4, 23), [2, 3, 4]);
+        const weights = tf.tensor(randomValues(2 * 3 * 4, 24), [2, 3, 4]);
+        const cosTable = tf.tensor2d(cos, [3, 2]);
+        const sinTable = tf.tensor2d(sin, [3, 2]);
+        checkGradients((u) => tf.sum(tf.mul(tf.square(rotaryEmbedding(u, cosTable, sinTable)), weights)), [x]);
+      }),
+    );
+  });
+});
+
+describe.runIf(accelerationStatus().active)('rotaryEmbedding: fused and composite', () => {
+  it('give the same float32 values on wasm, bit for bit (same products and sums, no FMA)', async () => {
+    const shape = [2, 3, 33, 64];
+    const { cos, sin } = rotaryHalfTables(33, 64);
+    const xValues = randomValues(sizeOf(shape), 25, 3);
+    const forward = (): tf.Tensor => rotaryEmbedding(tf.tensor(xValues, shape), tf.tensor2d(cos, [33, 32]), tf.tensor2d(sin, [33, 32]));
+    const [fused] = (await valuesOn('wasm', forward)) as [TensorValues];
+    const [composite] = (await withAcceleration(false, () => valuesOn('wasm', forward))) as [TensorValues];
+    expect(Array.from(fused.values)).toEqual(Array.from(composite.values));
+  });
+
+  it('a fused forward pass with a composite backward pass (acceleration suspended) still gives the gradient', async () => {
+    const { cos, sin } = rotaryHalfTables(4, 6);
+    const xValues = randomValues(2 * 4 * 6, 26);
+    const resumeLater: Array<() => void> = [];
+    let mixed: TensorValues[];
+    try {
+      mixed = await valuesOn('wasm', () =>
+        tf.grads((x: tf.Tensor) => {
+          const loss = tf.sum(tf.square(tf.sub(rotaryEmbedding(x, tf.tensor2d(cos, [4, 3]), tf.tensor2d(sin, [4, 3])), 1)));
+          resumeLater.push(suspendAcceleration());
+          return loss as tf.Scalar;
+        })([tf.tensor3d(xValues, [2, 4, 6])]),
+      );
+    } finally {
+      resumeLater.forEach((resume) => resume());
+    }
+    const cpu = await valuesOn('cpu', () =>
+      tf.grads((x: tf.Tensor) => tf.sum(tf.square(tf.sub(rotaryEmbedding(x, tf.tensor2d(cos, [4, 3]), tf.tensor2d(sin, [4, 3])), 1))) as tf.Scalar)([
+        tf.tensor3d(xValues, [2, 4, 6]),
+      ]),
+    );
+    expectValuesClose(mixed[0] as TensorValues, cpu[0] as TensorValues, { atol: 1e-5, rtol: 1e-5 });
+  });
+});
+
+describe('rotaryEmbedding: argument checks', () => {
+  it('rejects an odd head width, tables of the wrong shape and non-float32 tensors, naming the argument', () => {
+    const table = tf.zeros([3, 2]);
+    expect(() => rotaryEmbedding(tf.zeros([3, 5]), table, table)).toThrow(new ShapeError("rotaryEmbedding: argument 'x' must be [..., T, hd] with an even hd, got [3, 5]"));
+    expect(() => rotaryEmbedding(tf.zeros([4]), table, table)).toThrow(ShapeError);
+    expect(() => rotaryEmbedding(tf.zeros([2, 3, 4]), tf.zeros([3, 4]), table)).toThrow(
+      new ShapeError("rotaryEmbedding: argument 'cos' must have shape [3, 2] for x [2, 3, 4], got [3, 4]"),
+    );
+    expect(() => rotaryEmbedding(tf.zeros([2, 3, 4]), table, tf.zeros([2, 2]))).toThrow(ShapeError);
+    expect(() => rotaryEmbedding(tf.zeros([3, 4], 'int32'), table, table)).toThrow(new ConfigError("rotaryEmbedding: argument 'x' must be float32, got int32"));
+  });
+
+  it('an empty batch gives an empty output on every path', async () => {
+    await expectNoLeak(async () => {
+      const [out] = (await valuesOn('wasm', () => rotaryEmbedding(tf.zeros([0, 3, 4]), tf.ones([3, 2]), tf.ones([3, 2])))) as [TensorValues];
+      expect(out.shape).toEqual([0, 3, 4]);
     });
   });
 });

@@ -8,6 +8,7 @@
  * | {@link swiglu} | `silu(a)·b` for the halves `a, b` of `up = x·W_up` (LLaMA / MoE++ experts) | `split`, `sigmoid`, 2 × `mul` |
  * | {@link gelu} | `½·x·(1 + erf(x/√2))`, the exact GELU (Hendrycks & Gimpel 2016) | `div`, `erf`, `add`, 2 × `mul` |
  * | {@link rmsNorm} | `weight·x / sqrt(mean(x²) + eps)` (Zhang & Sennrich 2019) | `square`, `mean`, `add`, `rsqrt`, 2 × `mul` |
+ * | {@link rotaryEmbedding} | `x·cos + rotate_half(x)·sin`, rotary positions (Su et al. 2021), LLaMA's convention | `split`, `neg`, 2 × `concat`, 2 × `mul`, `add` |
  *
  * The fused kernels run on the native addon (see `accel.ts`) on the `wasm` backend while native
  * acceleration is active. Otherwise (cpu, tfjs-node, wasm without OpenBLAS, `MOEPP_ACCEL=off`) the
@@ -16,7 +17,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { activeAccel } from './accel.js';
-import { checkNumber, ShapeError } from './errors.js';
+import { checkNumber, ConfigError, ShapeError } from './errors.js';
 import { FUSED_KERNELS, registerFusedKernels } from './kernels/native-fused.js';
 
 registerFusedKernels();
@@ -27,7 +28,7 @@ function runsFused(...tensors: readonly tf.Tensor[]): boolean {
 }
 
 /**
- * Whether {@link swiglu}, {@link gelu} and {@link rmsNorm} (and `adamwUpdate`, see `optim.ts`) use their
+ * Whether {@link swiglu}, {@link gelu}, {@link rmsNorm} and {@link rotaryEmbedding} (and `adamwUpdate`, see `optim.ts`) use their
  * fused native kernels right now (native acceleration active and the `wasm` backend selected).
  *
  * @returns true when the next float32 call runs fused
@@ -231,4 +232,87 @@ export function rmsNorm(x: tf.Tensor, weight: tf.Tensor, eps = 1e-6): tf.Tensor 
     throw new ShapeError(`rmsNorm: argument 'weight' must have shape [${d ?? 'D'}] for x [${x.shape.join(', ')}], got [${weight.shape.join(', ')}]`);
   }
   return runsFused(x, weight) && x.size > 0 ? rmsNormFused(x, weight, eps) : rmsNormComposite(x, weight, eps);
+}
+
+/**
+ * The composite rotary embedding: `x·cos + rotate_half(x)·sin` with the tables repeated to the full
+ * head width, `rotate_half(x) = [−x2, x1]` for the halves `x1, x2` of the last axis.
+ *
+ * @param x - `[..., T, hd]`
+ * @param cos - `[T, hd/2]`
+ * @param sin - `[T, hd/2]` (negated: the inverse rotation)
+ * @returns `[..., T, hd]`
+ */
+function rotaryComposite(x: tf.Tensor, cos: tf.Tensor, sin: tf.Tensor): tf.Tensor {
+  return tf.tidy(() => {
+    const half = (x.shape[x.shape.length - 1] as number) / 2; // hd/2
+    const cosFull = tf.concat([cos, cos], 1); // [T, hd]
+    const sinFull = tf.concat([sin, sin], 1); // [T, hd]
+    const [first, second] = tf.split(x, [half, half], -1) as [tf.Tensor, tf.Tensor]; // x1, x2: [..., T, hd/2]
+    const rotated = tf.concat([tf.neg(second), first], -1); // rotate_half(x): [..., T, hd]
+    return tf.add(tf.mul(x, cosFull), tf.mul(rotated, sinFull));
+  });
+}
+
+function rotaryFused(x: tf.Tensor, cos: tf.Tensor, sin: tf.Tensor): tf.Tensor {
+  // Only x is an input of the op: the tables are position constants and get no gradient. They are
+  // saved for the backward pass all the same (the caller may dispose its tables before it runs).
+  const op = tf.customGrad((...args: Array<tf.Tensor | tf.GradSaveFunc>) => {
+    const [input, save] = args as [tf.Tensor, tf.GradSaveFunc];
+    const value = tf.engine().runKernel(FUSED_KERNELS.rotary, { x: input, cos, sin } as unknown as tf.NamedTensorMap, {
+      inverse: false,
+    }) as tf.Tensor;
+    save([cos, sin]);
+    return {
+      value,
+      // A rotation's gradient is the inverse rotation: the same kernel by the negative angle.
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const [savedCos, savedSin] = saved as [tf.Tensor, tf.Tensor];
+        return runsFused(dy, savedCos, savedSin)
+          ? (tf.engine().runKernel(FUSED_KERNELS.rotary, { x: dy, cos: savedCos, sin: savedSin } as unknown as tf.NamedTensorMap, {
+              inverse: true,
+            }) as tf.Tensor)
+          : tf.tidy(() => rotaryComposite(dy, savedCos, tf.neg(savedSin)));
+      },
+    };
+  });
+  return op(x);
+}
+
+/**
+ * Rotary position embedding (RoPE), in the rotate-half convention of LLaMA, Hugging Face and the
+ * official MoE++ code: with `x1, x2` the two halves of the last axis and the angle `θ[t, i]` of
+ * position t and frequency i,
+ *
+ *     y1 = x1·cos θ − x2·sin θ,   y2 = x2·cos θ + x1·sin θ
+ *
+ * which is `x·cos + rotate_half(x)·sin` with the tables repeated to the full width (Hugging Face's
+ * `emb = cat(freqs, freqs)`). The tables are constants: on the fused path no gradient flows to `cos`
+ * and `sin` (the composite path lets tfjs differentiate them).
+ *
+ * @param x - `[..., T, hd]` float32, hd even (for attention `[B, H, T, hd]`)
+ * @param cos - `[T, hd/2]` float32, `cos θ[t, i]` (the first half of a `[T, hd]` Hugging Face table)
+ * @param sin - `[T, hd/2]` float32, `sin θ[t, i]`
+ * @returns `[..., T, hd]` float32, `x` rotated
+ * @throws {@link ShapeError} when `x` has rank < 2 or an odd last axis, or `cos` / `sin` are not `[T, hd/2]` for `x`
+ * @throws {@link ConfigError} when a tensor is not float32
+ * @see https://arxiv.org/abs/2104.09864 (Su et al., RoFormer: Enhanced Transformer with Rotary Position Embedding)
+ */
+export function rotaryEmbedding(x: tf.Tensor, cos: tf.Tensor, sin: tf.Tensor): tf.Tensor {
+  const op = 'rotaryEmbedding';
+  for (const [name, tensor] of [['x', x], ['cos', cos], ['sin', sin]] as const) {
+    if (tensor.dtype !== 'float32') throw new ConfigError(`${op}: argument '${name}' must be float32, got ${tensor.dtype}`);
+  }
+  const rank = x.shape.length;
+  const width = x.shape[rank - 1];
+  const seqLen = x.shape[rank - 2];
+  if (width === undefined || seqLen === undefined || width % 2 !== 0) {
+    throw new ShapeError(`${op}: argument 'x' must be [..., T, hd] with an even hd, got [${x.shape.join(', ')}]`);
+  }
+  for (const [name, table] of [['cos', cos], ['sin', sin]] as const) {
+    if (table.shape.length !== 2 || table.shape[0] !== seqLen || table.shape[1] !== width / 2) {
+      throw new ShapeError(`${op}: argument '${name}' must have shape [${seqLen}, ${width / 2}] for x [${x.shape.join(', ')}], got [${table.shape.join(', ')}]`);
+    }
+  }
+  return runsFused(x, cos, sin) && x.size > 0 ? rotaryFused(x, cos, sin) : rotaryComposite(x, cos, sin);
 }

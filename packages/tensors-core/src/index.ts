@@ -4,7 +4,7 @@
  * - {@link initBackend}: pick cpu / wasm / tensorflow and register the kernel fixes;
  * - {@link SeededRandom} and initialisers: reproducible numbers;
  * - {@link checkShape}, {@link checkNumber}: errors that name the op, the argument, expected and actual;
- * - fused ops ({@link swiglu}, {@link gelu}, {@link rmsNorm}) and the optimiser op {@link adamwUpdate}, one
+ * - fused ops ({@link swiglu}, {@link gelu}, {@link rmsNorm}, {@link rotaryEmbedding}) and the optimiser op {@link adamwUpdate}, one
  *   native kernel each where acceleration is active;
  * - dispatch primitives for sparse MoE layers, and {@link groupedSwigluFfn} to run every FFN expert
  *   of a layer in one op; FLOP and parameter accounting.
@@ -34,7 +34,7 @@ export {
   KERNEL_FIX_BACKENDS,
   type KernelFixInfo,
 } from './kernels/index.js';
-export { swiglu, gelu, rmsNorm, fusedOpsActive } from './fused.js';
+export { swiglu, gelu, rmsNorm, rotaryEmbedding, fusedOpsActive } from './fused.js';
 export { groupedSwigluFfn, groupedFfnFused } from './grouped-ffn.js';
 export { adamwUpdate, type AdamWUpdate, type AdamWUpdateScalars } from './optim.js';
 export * from './expert-kinds.js';

@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import { checkNumber, checkShape, ConfigError, randomNormal, type SeededRandom } from '@moepp/tensors-core';
+import { checkNumber, checkShape, ConfigError, randomNormal, rotaryEmbedding, type SeededRandom } from '@moepp/tensors-core';
 
 /**
  * Rotary position tables for head width `hd`, LLaMA's `rotate_half` convention (the official MoE++
@@ -29,7 +29,8 @@ export function rotaryTables(seqLen: number, headDim: number, theta = 10000): { 
 }
 
 /**
- * Applies rotary embeddings.
+ * Applies rotary embeddings, composite form (`CausalSelfAttention` runs the fused `rotaryEmbedding`
+ * of `@moepp/tensors-core`, which computes the same values from the first halves of these tables).
  *
  * @param x - `[B, H, T, hd]`
  * @param cos - `[T, hd]`
@@ -74,7 +75,7 @@ export class CausalSelfAttention {
   /** hd = D / H. */
   readonly headDim: number;
   private readonly ropeTheta: number;
-  private tables: { seqLen: number; cos: tf.Tensor2D; sin: tf.Tensor2D; mask: tf.Tensor2D } | null = null;
+  private tables: { seqLen: number; cos: tf.Tensor2D; sin: tf.Tensor2D; mask: tf.Tensor2D } | null = null; // cos, sin: [T, hd/2]
 
   /**
    * @param config - widths and heads, see {@link AttentionConfig}
@@ -104,7 +105,11 @@ export class CausalSelfAttention {
   private tablesFor(seqLen: number) {
     if (this.tables?.seqLen !== seqLen) {
       if (this.tables) tf.dispose([this.tables.cos, this.tables.sin, this.tables.mask]);
-      const { cos, sin } = rotaryTables(seqLen, this.headDim, this.ropeTheta);
+      // [T, hd/2]: the two halves of rotaryTables' [T, hd] rows are equal; rotaryEmbedding takes one.
+      const [cos, sin] = tf.tidy(() => {
+        const full = rotaryTables(seqLen, this.headDim, this.ropeTheta);
+        return [full.cos, full.sin].map((table) => table.slice([0, 0], [seqLen, this.headDim / 2])) as [tf.Tensor2D, tf.Tensor2D];
+      });
       // [T, T]: 0 on and below the diagonal, -1e9 above (a key after the query is masked out).
       const mask = tf.tidy(() => tf.mul(tf.sub(1, tf.linalg.bandPart(tf.ones([seqLen, seqLen]), -1, 0)), -1e9)) as tf.Tensor2D;
       // Kept: the tables outlive any tf.tidy the first call happens in.
@@ -125,11 +130,14 @@ export class CausalSelfAttention {
     const { cos, sin, mask } = this.tablesFor(seqLen);
     return tf.tidy(() => {
       const flat = x.reshape([batch * seqLen, width]); // [B·T, D]
-      const split = (w: tf.Variable) =>
-        tf.matMul(flat, w).reshape([batch, seqLen, heads, this.headDim]).transpose([0, 2, 1, 3]) as tf.Tensor4D; // [B, H, T, hd]
-      const q = applyRotary(split(this.qProj), cos, sin);
-      const k = applyRotary(split(this.kProj), cos, sin);
-      const v = split(this.vProj);
+      // One product for the three projections: columns [0, D) are q, [D, 2D) k, [2D, 3D) v.
+      const qkvWeight = tf.concat([this.qProj, this.kProj, this.vProj], 1); // [D, 3D]
+      const qkv = tf.matMul(flat, qkvWeight) // [B·T, 3D]
+        .reshape([batch, seqLen, 3 * heads, this.headDim]) // [B, T, 3H, hd]: heads of q, then k, then v
+        .transpose([0, 2, 1, 3]) as tf.Tensor4D; // [B, 3H, T, hd]
+      const [queryKey, v] = tf.split(qkv, [2 * heads, heads], 1) as [tf.Tensor4D, tf.Tensor4D]; // [B, 2H, T, hd], [B, H, T, hd]
+      // The rotation depends on the position only, so q and k are rotated as one tensor.
+      const [q, k] = tf.split(rotaryEmbedding(queryKey, cos, sin), 2, 1) as [tf.Tensor4D, tf.Tensor4D]; // each [B, H, T, hd]
       const scores = tf.add(tf.mul(tf.matMul(q, k, false, true), 1 / Math.sqrt(this.headDim)), mask); // [B, H, T, T]
       const weights = tf.softmax(scores, -1);
       const context = tf.matMul(weights, v).transpose([0, 2, 1, 3]).reshape([batch * seqLen, width]); // [B·T, D]

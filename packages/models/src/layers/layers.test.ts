@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
 import { SeededRandom, ShapeError, ConfigError } from '@moepp/tensors-core';
-import { checkGradients, expectNoLeak, expectTensorClose } from '@moepp/tensors-core/testing';
+import { checkGradients, expectNoLeak, expectTensorClose, expectValuesClose, valuesOn, type TensorValues } from '@moepp/tensors-core/testing';
 import { RmsNorm } from './rms-norm.js';
 import { CausalSelfAttention, applyRotary, rotaryTables } from './attention.js';
 import { DenseFfn } from './dense-ffn.js';
@@ -87,6 +87,43 @@ describe('CausalSelfAttention', () => {
     expectTensorClose(y, ref, { atol: 1e-5 });
     tf.dispose([x, y, ref]);
     attention.dispose();
+  });
+
+  it.each(['cpu', 'wasm'])('on %s, the fused QKV product and rotary give the values and gradients of three projections and the composite rotary', async (backend) => {
+    // D = 12, H = 3 (hd = 4), B = 2, T = 5: several heads, so a wrong head order in the fused product shows.
+    const attention = new CausalSelfAttention({ hiddenSize: 12, numHeads: 3, initializerRange: 0.3 }, new SeededRandom(7));
+    const xValues = tf.tidy(() => tf.randomNormal([2, 5, 12], 0, 1, 'float32', 8).dataSync() as Float32Array);
+    const upstreamValues = tf.tidy(() => tf.randomNormal([2, 5, 12], 0, 1, 'float32', 9).dataSync() as Float32Array);
+    // The attention as it was written before the fused product: one matmul per projection.
+    const reference = (x: tf.Tensor3D): tf.Tensor3D =>
+      tf.tidy(() => {
+        const { cos, sin } = rotaryTables(5, 4);
+        const mask = tf.mul(tf.sub(1, tf.linalg.bandPart(tf.ones([5, 5]), -1, 0)), -1e9);
+        const flat = x.reshape([10, 12]); // [B·T, D]
+        const heads = (w: tf.Variable) => tf.matMul(flat, w).reshape([2, 5, 3, 4]).transpose([0, 2, 1, 3]) as tf.Tensor4D; // [B, H, T, hd]
+        const q = applyRotary(heads(attention.qProj), cos, sin);
+        const k = applyRotary(heads(attention.kProj), cos, sin);
+        const weights = tf.softmax(tf.add(tf.mul(tf.matMul(q, k, false, true), 0.5), mask), -1);
+        const context = tf.matMul(weights, heads(attention.vProj)).transpose([0, 2, 1, 3]).reshape([10, 12]);
+        return tf.matMul(context, attention.oProj).reshape([2, 5, 12]) as tf.Tensor3D;
+      });
+    const run = (forward: (x: tf.Tensor3D) => tf.Tensor3D) => (): tf.Tensor[] => {
+      const x = tf.tensor3d(xValues, [2, 5, 12]);
+      const upstream = tf.tensor3d(upstreamValues, [2, 5, 12]);
+      const { value, grads } = tf.variableGrads(() => tf.sum(tf.mul(forward(x), upstream)) as tf.Scalar, attention.variables);
+      const inputGradient = tf.grad((input: tf.Tensor) => tf.sum(tf.mul(forward(input as tf.Tensor3D), upstream)))(x);
+      return [forward(x), value, inputGradient, ...attention.variables.map((v) => grads[v.name] as tf.Tensor)];
+    };
+    try {
+      await expectNoLeak(async () => {
+        const fused = await valuesOn(backend, run((x) => attention.apply(x)));
+        const composite = await valuesOn(backend, run(reference));
+        expect(fused.map((t) => t.shape)).toEqual([[2, 5, 12], [], [2, 5, 12], [12, 12], [12, 12], [12, 12], [12, 12]]);
+        fused.forEach((values, i) => expectValuesClose(values, composite[i] as TensorValues, { atol: 1e-5, rtol: 1e-4 }));
+      }, 3); // the attention's cached tables (cos, sin, mask)
+    } finally {
+      attention.dispose();
+    }
   });
 
   it('has gradients that match finite differences', () => {

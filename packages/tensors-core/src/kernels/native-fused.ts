@@ -11,6 +11,7 @@
  * | `MoeppGeluGrad` | `dy`, `x` (same shape) | `dx` |
  * | `MoeppRmsNorm` | `x` `[..., D]`, `weight` `[D]`; attr `eps` | `y` `[..., D]`, `invRms` `[rows]` |
  * | `MoeppRmsNormGrad` | `dy`, `x` `[..., D]`, `weight` `[D]`, `invRms` `[rows]` | `dx` `[..., D]`, `dWeight` `[D]` |
+ * | `MoeppRotary` | `x` `[..., T, hd]`, `cos`, `sin` `[T, hd/2]`; attr `inverse` | `x` rotated (by −angle when `inverse`), same shape |
  * | `MoeppAdamW` | `weight`, `gradient`, `firstMoment`, `secondMoment` (same shape); attrs `beta1`, `beta2`, `epsilon`, `stepSize`, `inverseRootCorrection2`, `decayFactor` | new `weight`, `firstMoment`, `secondMoment` |
  */
 import * as tf from '@tensorflow/tfjs';
@@ -31,6 +32,7 @@ export const FUSED_KERNELS = {
   rmsNorm: 'MoeppRmsNorm',
   rmsNormGrad: 'MoeppRmsNormGrad',
   adamw: 'MoeppAdamW',
+  rotary: 'MoeppRotary',
 } as const;
 
 interface KernelArgs {
@@ -196,6 +198,27 @@ function adamwKernel(args: KernelArgs): TensorInfo[] {
   });
 }
 
+function rotaryKernel(args: KernelArgs): TensorInfo {
+  const accel = requireAccel(FUSED_KERNELS.rotary);
+  const backend = args.backend as BackendWasm;
+  const { x, cos, sin } = args.inputs as { x: TensorInfo; cos: TensorInfo; sin: TensorInfo };
+  for (const [name, info] of Object.entries({ x, cos, sin })) requireFloat32(FUSED_KERNELS.rotary, name, info);
+  const inverse = args.attrs?.inverse === true;
+  const width = x.shape[x.shape.length - 1] as number; // hd
+  const seqLen = x.shape[x.shape.length - 2] as number; // T
+  const half = width / 2;
+  if (x.shape.length < 2 || width % 2 !== 0 || sizeOf(cos.shape) !== seqLen * half || sizeOf(sin.shape) !== seqLen * half) {
+    throw new Error(`${FUSED_KERNELS.rotary}: inputs do not agree (x [${x.shape.join(', ')}], cos [${cos.shape.join(', ')}], sin [${sin.shape.join(', ')}])`);
+  }
+  const batch = seqLen * width === 0 ? 0 : sizeOf(x.shape) / (seqLen * width);
+  const [y] = withOutputs(backend, [x.shape], (heap, [result]) => {
+    if (batch > 0) {
+      accel.rotary(heap, offsetOf(backend, x), offsetOf(backend, cos), offsetOf(backend, sin), offsetOf(backend, result as TensorInfo), batch, seqLen, half, inverse);
+    }
+  });
+  return y as TensorInfo;
+}
+
 const KERNELS: ReadonlyArray<[string, tf.KernelFunc]> = [
   [FUSED_KERNELS.swiglu, swigluKernel as tf.KernelFunc],
   [FUSED_KERNELS.swigluGrad, swigluGradKernel as tf.KernelFunc],
@@ -204,6 +227,7 @@ const KERNELS: ReadonlyArray<[string, tf.KernelFunc]> = [
   [FUSED_KERNELS.rmsNorm, rmsNormKernel as unknown as tf.KernelFunc],
   [FUSED_KERNELS.rmsNormGrad, rmsNormGradKernel as unknown as tf.KernelFunc],
   [FUSED_KERNELS.adamw, adamwKernel as unknown as tf.KernelFunc],
+  [FUSED_KERNELS.rotary, rotaryKernel as tf.KernelFunc],
 ];
 
 /**
