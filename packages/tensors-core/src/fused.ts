@@ -24,14 +24,15 @@ registerFusedKernels();
 
 /** Whether the fused kernels run now: acceleration active, on wasm, float32 inputs. */
 function runsFused(...tensors: readonly tf.Tensor[]): boolean {
-  return activeAccel() !== null && tf.getBackend() === 'wasm' && tensors.every((t) => t.dtype === 'float32');
+  return fusedOpsActive() && tensors.every((t) => t.dtype === 'float32');
 }
 
 /**
- * Whether {@link swiglu}, {@link gelu}, {@link rmsNorm} and {@link rotaryEmbedding} (and `adamwUpdate`, see `optim.ts`) use their
- * fused native kernels right now (native acceleration active and the `wasm` backend selected).
+ * Whether the fused ops use their native kernels right now (native acceleration active and the `wasm`
+ * backend selected): {@link swiglu}, {@link gelu}, {@link rmsNorm}, {@link rotaryEmbedding}, and
+ * `groupedSwigluFfn` and `adamwUpdate` of this package.
  *
- * @returns true when the next float32 call runs fused
+ * @returns true when the next float32 call (of non-empty tensors) runs fused
  */
 export function fusedOpsActive(): boolean {
   return activeAccel() !== null && tf.getBackend() === 'wasm';

@@ -2,7 +2,8 @@ import * as tf from '@tensorflow/tfjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { accelerationStatus, suspendAcceleration, withAcceleration } from './accel.js';
 import { ConfigError, ShapeError } from './errors.js';
-import { groupedFfnFused, groupedSwigluFfn } from './grouped-ffn.js';
+import { fusedOpsActive } from './fused.js';
+import { groupedSwigluFfn } from './grouped-ffn.js';
 import { SeededRandom } from './random.js';
 import { checkGradients, checkVariableGradients, expectNoLeak, expectValuesClose, valuesOn, withBackend, type TensorValues } from './testing.js';
 
@@ -126,7 +127,7 @@ describe.each(PATHS)('groupedSwigluFfn on wasm: $path', ({ accelerated }) => {
     const inputs = tensorsOf(c);
     try {
       await withBackend('wasm', async () => {
-        expect(groupedFfnFused()).toBe(accelerated);
+        expect(fusedOpsActive()).toBe(accelerated);
         // tf.profile reuses its record object (copy each profile's names before the next one) and lists
         // customGrad's scopes ('', 'forward') next to kernels: keep the registered kernels
         const kernelsOnly = (names: readonly string[]): string[] => names.filter((name) => tf.getKernel(name, 'wasm') !== undefined);
@@ -270,7 +271,7 @@ describe('groupedSwigluFfn on cpu', () => {
   it('runs the composite form and matches the per-group reference, forward and backward', async () => {
     const c = makeCase([2, 0, 3], 5, 4, 80);
     await withBackend('cpu', async () => {
-      expect(groupedFfnFused()).toBe(false);
+      expect(fusedOpsActive()).toBe(false);
       await expectNoLeak(() =>
         tf.tidy(() => {
           expectValuesClose({ shape: [5, 5], dtype: 'float32', values: applyOp(c, tensorsOf(c)).dataSync() }, referenceForward(c));

@@ -11,24 +11,13 @@
  * Both give the same values to float32 rounding.
  */
 import * as tf from '@tensorflow/tfjs';
-import { activeAccel } from './accel.js';
 import { checkNumber, checkShape, ConfigError } from './errors.js';
-import { swiglu } from './fused.js';
+import { fusedOpsActive, swiglu } from './fused.js';
 import { GROUPED_FFN_KERNELS, groupedWeightInput, registerGroupedFfnKernels } from './kernels/grouped-ffn.js';
 
 registerGroupedFfnKernels();
 
 const OP = 'groupedSwigluFfn';
-
-/**
- * Whether {@link groupedSwigluFfn} uses its fused native kernels right now (native acceleration active
- * and the `wasm` backend selected).
- *
- * @returns true when the next float32 call with at least one row runs fused
- */
-export function groupedFfnFused(): boolean {
-  return activeAccel() !== null && tf.getBackend() === 'wasm';
-}
 
 /** The kernels' inputs besides `rows` / `dy`: `upWeight0..G-1`, `downWeight0..G-1`. */
 function weightInputs(upWeights: readonly tf.Tensor[], downWeights: readonly tf.Tensor[]): tf.NamedTensorMap {
@@ -128,7 +117,7 @@ function groupedFused(rows: tf.Tensor2D, groupSizes: readonly number[], upWeight
         const [savedRows, savedUp, savedHidden] = saved as [tf.Tensor, tf.Tensor, tf.Tensor];
         const savedUps = saved.slice(3, 3 + groupCount);
         const savedDowns = saved.slice(3 + groupCount);
-        if (!(groupedFfnFused() && dy.dtype === 'float32')) {
+        if (!(fusedOpsActive() && dy.dtype === 'float32')) {
           return groupedGradientComposite(dy, savedRows, savedUp, savedHidden, groupSizes, savedUps, savedDowns);
         }
         return tf.engine().runKernel(
@@ -198,7 +187,7 @@ export function groupedSwigluFfn(
     checkShape(OP, `upWeights[${g}]`, upWeights[g] as tf.Tensor, [d, 2 * f], 'float32');
     checkShape(OP, `downWeights[${g}]`, downWeights[g] as tf.Tensor, [f, d], 'float32');
   }
-  return groupedFfnFused() && m > 0 && d > 0 && f > 0
+  return fusedOpsActive() && m > 0 && d > 0 && f > 0
     ? groupedFused(rows, groupSizes, upWeights, downWeights)
     : groupedComposite(rows, groupSizes, upWeights, downWeights);
 }

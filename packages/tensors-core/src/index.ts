@@ -35,7 +35,7 @@ export {
   type KernelFixInfo,
 } from './kernels/index.js';
 export { swiglu, gelu, rmsNorm, rotaryEmbedding, fusedOpsActive } from './fused.js';
-export { groupedSwigluFfn, groupedFfnFused } from './grouped-ffn.js';
+export { groupedSwigluFfn } from './grouped-ffn.js';
 export { adamwUpdate, type AdamWUpdate, type AdamWUpdateScalars } from './optim.js';
 export * from './expert-kinds.js';
 export * from './dispatch.js';

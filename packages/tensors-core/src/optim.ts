@@ -12,7 +12,7 @@
  * OpenBLAS, `MOEPP_ACCEL=off`) the op is its composite form.
  */
 import * as tf from '@tensorflow/tfjs';
-import { activeAccel } from './accel.js';
+import { fusedOpsActive } from './fused.js';
 import { checkNumber, ConfigError, ShapeError } from './errors.js';
 import { FUSED_KERNELS, registerFusedKernels } from './kernels/native-fused.js';
 
@@ -134,7 +134,7 @@ export function adamwUpdate(
     inverseRootCorrection2: checkNumber(op, 'inverseRootCorrection2', scalars.inverseRootCorrection2, { greaterThan: 0 }),
     decayFactor: checkNumber(op, 'decayFactor', scalars.decayFactor),
   };
-  if (activeAccel() === null || tf.getBackend() !== 'wasm' || weight.size === 0) {
+  if (!fusedOpsActive() || weight.size === 0) {
     return adamwUpdateComposite(weight, gradient, firstMoment, secondMoment, checked);
   }
   const [updated, first, second] = tf.engine().runKernel(
