@@ -346,19 +346,7 @@ export function wasmFusedMatMul(args: { inputs: tf.NamedTensorInfoMap; backend: 
   if (accel !== null) {
     const rowBias = biasInfo !== undefined && isRowBias(biasInfo, plan) ? biasInfo : undefined;
     const product2d = nativeMatMul(accel, backend, a, b, transposeA, transposeB, plan, rowBias); // [...outer, M, N]
-    let result = product2d;
-    try {
-      if (biasInfo !== undefined && rowBias === undefined) {
-        result = runKernel('Add', backend, { a: product2d, b: biasInfo });
-        backend.disposeData(product2d.dataId);
-      }
-      const activated = applyActivation(backend, result, activation, preluInfo, leakyreluAlpha);
-      if (activated !== result) backend.disposeData(result.dataId);
-      return activated;
-    } catch (error) {
-      backend.disposeData(result.dataId);
-      throw error;
-    }
+    return addBiasAndActivate(backend, product2d, rowBias === undefined ? biasInfo : undefined, activation, preluInfo, leakyreluAlpha);
   }
   const biasFuses = biasInfo === undefined || (biasInfo.shape.length === 1 && biasInfo.shape[0] === plan.n);
   const preluSize = preluInfo === undefined ? 0 : product(preluInfo.shape);
@@ -377,13 +365,36 @@ export function wasmFusedMatMul(args: { inputs: tf.NamedTensorInfoMap; backend: 
 
   // General broadcasting of bias / PReLU weights: linear product, then Add and the activation kernel.
   const linear = wasmBatchMatMul({ inputs: { a, b }, backend, attrs: { transposeA, transposeB } }); // [...outer, M, N]
-  let result = linear;
+  return addBiasAndActivate(backend, linear, biasInfo, activation, preluInfo, leakyreluAlpha);
+}
+
+/**
+ * The tail of `_FusedMatMul` where the stock kernel cannot fuse: `product + bias` (broadcasting `Add`),
+ * then the activation. Takes ownership of `product`: intermediates are freed, also on error.
+ *
+ * @param backend - the wasm backend
+ * @param product - `[...outer, M, N]` the linear product
+ * @param bias - added with broadcasting, or undefined when there is none left to add
+ * @param activation - `_FusedMatMul`'s activation attr
+ * @param prelu - PReLU weights, when the activation is `prelu`
+ * @param leakyreluAlpha - slope of `leakyrelu`
+ * @returns the activated result
+ */
+function addBiasAndActivate(
+  backend: BackendWasm,
+  product: TensorInfo,
+  bias: TensorInfo | undefined,
+  activation: string,
+  prelu: TensorInfo | undefined,
+  leakyreluAlpha: number,
+): TensorInfo {
+  let result = product;
   try {
-    if (biasInfo !== undefined) {
-      result = runKernel('Add', backend, { a: linear, b: biasInfo });
-      backend.disposeData(linear.dataId);
+    if (bias !== undefined) {
+      result = runKernel('Add', backend, { a: product, b: bias });
+      backend.disposeData(product.dataId);
     }
-    const activated = applyActivation(backend, result, activation, preluInfo, leakyreluAlpha);
+    const activated = applyActivation(backend, result, activation, prelu, leakyreluAlpha);
     if (activated !== result) backend.disposeData(result.dataId);
     return activated;
   } catch (error) {
