@@ -17,6 +17,7 @@
  *   setThreads(n) -> threads now used
  *   sgemm(heap, transA, transB, m, n, k, alpha, aOffset, lda, strideA, bOffset, ldb, strideB,
  *         beta, cOffset, ldc, strideC, batch)
+ *   sgemmList(heap, products: Float64Array)   independent products, run in parallel
  *   swiglu(heap, upOffset, outOffset, rows, f)
  *   swigluGrad(heap, dyOffset, upOffset, dUpOffset, rows, f)
  *   gelu(heap, xOffset, yOffset, n)
@@ -25,8 +26,15 @@
  *   rmsNormGrad(heap, dyOffset, xOffset, weightOffset, invRmsOffset, dxOffset, dWeightOffset, rows, d)
  *   adamw(heap, weightOffset, gradientOffset, firstMomentOffset, secondMomentOffset, weightOutOffset,
  *         firstMomentOutOffset, secondMomentOutOffset, n, beta1, beta2, epsilon, stepSize,
- *         inverseRootCorrection2, decayFactor)
+ *         inverseRootCorrection2, decayFactor, gradientScale)
+ *   sumOfSquares(heap, spans: Float64Array [offset0, length0, offset1, length1, ...]) -> number
+ *   segmentSum(heap, xOffset, idsOffset, outOffset, rows, rowSize, numSegments)
  *   rotary(heap, xOffset, cosOffset, sinOffset, yOffset, batch, seqLen, half, inverse)
+ *   causalSoftmax(heap, scoresOffset, probsOffset, matrices, t, scale)   in place when probs = scores
+ *   causalSoftmaxGrad(heap, probsOffset, dProbsOffset, dScoresOffset, matrices, t, scale)
+ *       in place when dScores = dProbs
+ *   softmaxCrossEntropy(heap, logitsOffset, targetsOffset, lossOffset, lseOffset, n, v)   targets int32
+ *   softmaxCrossEntropyGrad(heap, dyOffset, logitsOffset, targetsOffset, lseOffset, dLogitsOffset, n, v)
  */
 #define _GNU_SOURCE
 #define NAPI_VERSION 8
@@ -34,10 +42,12 @@
 
 #include <dlfcn.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* ------------------------------------------------------------------------------------------------ */
 /* OpenBLAS, resolved at run time                                                                   */
@@ -248,7 +258,25 @@ static void set_bool(napi_env env, napi_value object, const char *key, int value
   if (napi_get_boolean(env, value != 0, &flag) == napi_ok) napi_set_named_property(env, object, key, flag);
 }
 
-static int current_threads(void) { return blas_get_threads ? blas_get_threads() : 1; }
+/*
+ * Threads: OpenBLAS is kept on ONE thread and the addon runs products on its own workers (this thread
+ * plus a pool, see "Products in parallel"): OpenBLAS's threads sleep after a few cycles (the kit sets a
+ * short OPENBLAS_THREAD_TIMEOUT so that they do not spin on the core JavaScript needs) and then cost
+ * about 0.15 ms to wake for every product, more than a small product takes. `workers` is the count
+ * setThreads() sets; without openblas_set_num_threads it stays 1 (OpenBLAS threads itself).
+ */
+static int workers = 1;
+
+static int current_threads(void) { return workers; }
+
+static void set_workers(int count) {
+  if (blas_set_threads == NULL) {
+    workers = 1;
+    return;
+  }
+  blas_set_threads(1);
+  workers = count < 1 ? 1 : count;
+}
 
 /*
  * load(candidates, threads, threadTimeout): dlopen the first candidate that has cblas_sgemm.
@@ -314,7 +342,7 @@ static napi_value load(napi_env env, napi_callback_info info) {
       return result;
     }
   }
-  if (threads >= 1 && threads <= 1024 && blas_set_threads) blas_set_threads((int)threads);
+  if (threads >= 1 && threads <= 1024) set_workers((int)threads);
   set_bool(env, result, "ok", 1);
   set_string(env, result, "library", blas_library);
   if (blas_get_config) {
@@ -336,7 +364,7 @@ static napi_value set_threads(napi_env env, napi_callback_info info) {
     napi_throw_range_error(env, NULL, "accel.setThreads: argument 'threads' must be a whole number in [1, 1024]");
     return NULL;
   }
-  if (blas_set_threads) blas_set_threads((int)threads);
+  set_workers((int)threads);
   CHECK_NAPI(env, napi_create_int32(env, current_threads(), &result));
   return result;
 }
@@ -361,9 +389,256 @@ static int check_operand(call_t *call, const char *name, int64_t offset, int64_t
   return check_span(call, name, offset, one + (batch - 1) * stride);
 }
 
+/* ------------------------------------------------------------------------------------------------ */
+/* Products in parallel                                                                             */
+
+/*
+ * Products run on `workers` threads: this one and a pool of helpers that wait on a condition variable
+ * (after spinning briefly, so that back-to-back calls do not pay a wake-up). A call splits its products
+ * into pieces of similar size (whole products when there are enough of them, row or column blocks of
+ * large ones otherwise) and every thread takes pieces from a shared counter until none are left. Work
+ * below PARALLEL_MIN multiply-adds runs on this thread alone.
+ */
+
+/* One product C = alpha·op(A)·op(B) + beta·C, row-major, offsets in floats into the heap. */
+typedef struct {
+  int trans_a, trans_b;
+  int64_t m, n, k;
+  float alpha, beta;
+  int64_t a_offset, lda, b_offset, ldb, c_offset, ldc;
+} gemm_item_t;
+
+/*
+ * Work shared by the threads: piece i < count is claimed by whoever increments `next` to i + 1, and
+ * run(context, i) does it. Pieces must be independent.
+ */
+typedef struct {
+  void (*run)(const void *context, int64_t piece);
+  const void *context;
+  int64_t count;
+  int64_t next;
+} parallel_job_t;
+
+/* The context of a job of products. */
+typedef struct {
+  float *heap;
+  const gemm_item_t *items;
+} gemm_context_t;
+
+#define MAX_WORKERS 64
+/* Below this many multiply-adds in one call, threads cost more than they save. */
+#define PARALLEL_MIN 1048576LL
+/* Pieces per worker a call aims for (some slack for uneven pieces). */
+#define PIECES_PER_WORKER 3
+/* Smallest piece edge (rows or columns) when splitting one product. */
+#define MIN_PIECE_EDGE 32
+/* Helpers poll for new work this long before they sleep, and a call for its helpers before it sleeps. */
+#define SPIN_NANOSECONDS 50000
+
+static int64_t now_nanoseconds(void) {
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return (int64_t)now.tv_sec * 1000000000LL + now.tv_nsec;
+}
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+/* Spins until *value != unchanged or SPIN_NANOSECONDS have passed (the clock is read every 64 polls). */
+static void spin_while_equal(const int *value, int unchanged) {
+  const int64_t deadline = now_nanoseconds() + SPIN_NANOSECONDS;
+  for (int poll = 1; __atomic_load_n(value, __ATOMIC_ACQUIRE) == unchanged; poll++) {
+    cpu_relax();
+    if ((poll & 63) == 0 && now_nanoseconds() > deadline) return;
+  }
+}
+
+static void run_gemm_item(float *heap, const gemm_item_t *item) {
+  if (item->m == 0 || item->n == 0) return;
+  float *c = heap + item->c_offset;
+  if (item->k == 0) {
+    /* BLAS with k = 0 scales C by beta; do it here so that no pointer into A or B is formed. */
+    for (int64_t r = 0; r < item->m; r++)
+      for (int64_t j = 0; j < item->n; j++) c[r * item->ldc + j] = item->beta == 0.0f ? 0.0f : item->beta * c[r * item->ldc + j];
+    return;
+  }
+  blas_sgemm(CBLAS_ROW_MAJOR, item->trans_a ? CBLAS_TRANS : CBLAS_NO_TRANS, item->trans_b ? CBLAS_TRANS : CBLAS_NO_TRANS, (int)item->m,
+             (int)item->n, (int)item->k, item->alpha, heap + item->a_offset, (int)item->lda, heap + item->b_offset, (int)item->ldb,
+             item->beta, c, (int)item->ldc);
+}
+
+static void run_gemm_piece(const void *context, int64_t piece) {
+  const gemm_context_t *products = (const gemm_context_t *)context;
+  run_gemm_item(products->heap, products->items + piece);
+}
+
+static void work_on(parallel_job_t *job) {
+  for (;;) {
+    int64_t i = __atomic_fetch_add(&job->next, 1, __ATOMIC_RELAXED);
+    if (i >= job->count) break;
+    job->run(job->context, i);
+  }
+}
+
+/* The pool. `generation` counts jobs handed out; `pending` counts helpers not yet done with the current one. */
+static struct {
+  pthread_mutex_t lock;
+  pthread_cond_t wake;
+  pthread_cond_t done;
+  parallel_job_t *job;
+  int generation;
+  int pending;
+  int helpers;
+  pthread_mutex_t in_use; /* one call at a time (addon instances in several JS threads share the pool) */
+} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, 0, 0, 0, PTHREAD_MUTEX_INITIALIZER};
+
+static void *pool_helper(void *arg) {
+  (void)arg;
+  int seen = 0;
+  for (;;) {
+    spin_while_equal(&pool.generation, seen);
+    pthread_mutex_lock(&pool.lock);
+    while (pool.generation == seen) pthread_cond_wait(&pool.wake, &pool.lock);
+    seen = pool.generation;
+    parallel_job_t *job = pool.job;
+    pthread_mutex_unlock(&pool.lock);
+    work_on(job);
+    pthread_mutex_lock(&pool.lock);
+    if (__atomic_sub_fetch(&pool.pending, 1, __ATOMIC_RELEASE) == 0) pthread_cond_signal(&pool.done);
+    pthread_mutex_unlock(&pool.lock);
+  }
+  return NULL;
+}
+
+/* Starts helpers until there are `wanted` (or as many as could be started); returns the count. */
+static int ensure_helpers(int wanted) {
+  pthread_mutex_lock(&pool.lock);
+  while (pool.helpers < wanted) {
+    pthread_t thread;
+    pthread_attr_t attributes;
+    pthread_attr_init(&attributes);
+    pthread_attr_setdetachstate(&attributes, PTHREAD_CREATE_DETACHED);
+    const int failed = pthread_create(&thread, &attributes, pool_helper, NULL);
+    pthread_attr_destroy(&attributes);
+    if (failed) break;
+    pool.helpers++;
+  }
+  const int helpers = pool.helpers;
+  pthread_mutex_unlock(&pool.lock);
+  return helpers;
+}
+
+/* Runs the job on this thread and every helper; returns when all pieces are done. */
+static void run_on_pool(parallel_job_t *job) {
+  pthread_mutex_lock(&pool.lock);
+  pool.job = job;
+  pool.pending = pool.helpers;
+  __atomic_add_fetch(&pool.generation, 1, __ATOMIC_RELEASE);
+  pthread_cond_broadcast(&pool.wake);
+  pthread_mutex_unlock(&pool.lock);
+  work_on(job);
+  if (__atomic_load_n(&pool.pending, __ATOMIC_ACQUIRE) > 0 && pool.helpers == 1) spin_while_equal(&pool.pending, 1);
+  pthread_mutex_lock(&pool.lock);
+  while (pool.pending > 0) pthread_cond_wait(&pool.done, &pool.lock);
+  pthread_mutex_unlock(&pool.lock);
+}
+
+static int64_t item_work(const gemm_item_t *item) { return item->m * item->n * (item->k > 0 ? item->k : 1); }
+
+/*
+ * Splits `item` into `pieces` blocks of rows of C (or of columns, when there are too few rows), each
+ * an independent product over the same k; returns how many it wrote to `out`.
+ */
+static int64_t split_item(const gemm_item_t *item, int64_t pieces, gemm_item_t *out) {
+  const int by_rows = item->m >= item->n || item->m >= pieces * MIN_PIECE_EDGE;
+  const int64_t edge = by_rows ? item->m : item->n;
+  if (pieces > edge / MIN_PIECE_EDGE) pieces = edge / MIN_PIECE_EDGE;
+  if (pieces < 2 || item->k == 0) {
+    out[0] = *item;
+    return 1;
+  }
+  for (int64_t p = 0; p < pieces; p++) {
+    const int64_t first = edge * p / pieces, last = edge * (p + 1) / pieces;
+    gemm_item_t piece = *item;
+    if (by_rows) {
+      /* rows [first, last) of op(A) and C */
+      piece.m = last - first;
+      piece.a_offset += item->trans_a ? first : first * item->lda;
+      piece.c_offset += first * item->ldc;
+    } else {
+      /* columns [first, last) of op(B) and C */
+      piece.n = last - first;
+      piece.b_offset += item->trans_b ? first * item->ldb : first;
+      piece.c_offset += first;
+    }
+    out[p] = piece;
+  }
+  return pieces;
+}
+
+/*
+ * Runs a job's pieces on every worker when there are 2 or more workers and the pool is free (another JS
+ * thread may hold it), else on this thread alone. `parallel` false: this thread alone.
+ */
+static void run_job(parallel_job_t *job, int parallel) {
+  const int threads = workers > MAX_WORKERS ? MAX_WORKERS : workers;
+  if (parallel && threads >= 2 && job->count >= 2 && pthread_mutex_trylock(&pool.in_use) == 0) {
+    if (ensure_helpers(threads - 1) >= 1) {
+      run_on_pool(job);
+      pthread_mutex_unlock(&pool.in_use);
+      return;
+    }
+    pthread_mutex_unlock(&pool.in_use);
+  }
+  work_on(job);
+}
+
+/* Runs independent products (no output may overlap another product's operands or output). */
+static void run_gemm_items(float *heap, const gemm_item_t *items, int64_t count) {
+  int64_t total = 0;
+  for (int64_t i = 0; i < count; i++) total += item_work(items + i);
+  gemm_context_t whole = {heap, items};
+  parallel_job_t serial = {run_gemm_piece, &whole, count, 0};
+  if (workers < 2 || total < PARALLEL_MIN) {
+    work_on(&serial);
+    return;
+  }
+  /* Pieces: items larger than total / target are split so that the threads finish together. */
+  const int64_t target = (int64_t)(workers > MAX_WORKERS ? MAX_WORKERS : workers) * PIECES_PER_WORKER;
+  int64_t capacity = 0;
+  for (int64_t i = 0; i < count; i++) capacity += 1 + item_work(items + i) * target / total;
+  gemm_item_t *pieces = (gemm_item_t *)malloc((size_t)capacity * sizeof(gemm_item_t));
+  if (pieces == NULL) {
+    run_job(&serial, 1);
+    return;
+  }
+  int64_t used = 0;
+  for (int64_t i = 0; i < count; i++) {
+    const int64_t share = item_work(items + i) * target / total;
+    used += split_item(items + i, share < 1 ? 1 : share, pieces + used);
+  }
+  gemm_context_t split = {heap, pieces};
+  parallel_job_t job = {run_gemm_piece, &split, used, 0};
+  run_job(&job, 1);
+  free(pieces);
+}
+
+/* Checks one product's operands against the heap (as check_operand with batch 1). */
+static int check_item(call_t *call, const gemm_item_t *item) {
+  if (item->m == 0 || item->n == 0) return 1;
+  if (!check_operand(call, "c", item->c_offset, item->m, item->n, item->ldc, 0, 1)) return 0;
+  if (item->k == 0) return 1;
+  return check_operand(call, "a", item->a_offset, item->trans_a ? item->k : item->m, item->trans_a ? item->m : item->k, item->lda, 0, 1) &&
+         check_operand(call, "b", item->b_offset, item->trans_b ? item->n : item->k, item->trans_b ? item->k : item->n, item->ldb, 0, 1);
+}
+
 /*
  * C[i] = alpha·op(A[i])·op(B[i]) + beta·C[i] for i < batch, row-major, with A[i] = heap + aOffset +
- * i·strideA (a stride of 0 repeats one matrix). op(A) is m x k, op(B) k x n, C m x n.
+ * i·strideA (a stride of 0 repeats one matrix). op(A) is m x k, op(B) k x n, C m x n. The batch's
+ * products run in parallel (see run_gemm_items).
  */
 static napi_value sgemm(napi_env env, napi_callback_info info) {
   call_t call;
@@ -397,19 +672,139 @@ static napi_value sgemm(napi_env env, napi_callback_info info) {
     if (!check_operand(&call, "a", a_offset, trans_a ? k : m, trans_a ? m : k, lda, stride_a, batch)) return NULL;
     if (!check_operand(&call, "b", b_offset, trans_b ? n : k, trans_b ? k : n, ldb, stride_b, batch)) return NULL;
   }
-  float *heap = call.heap;
-  for (int64_t i = 0; i < batch; i++) {
-    float *c = heap + c_offset + i * stride_c;
-    if (k == 0) {
-      /* BLAS with k = 0 scales C by beta; do it here so that no pointer into A or B is formed. */
-      for (int64_t r = 0; r < m; r++)
-        for (int64_t j = 0; j < n; j++) c[r * ldc + j] = beta == 0.0f ? 0.0f : beta * c[r * ldc + j];
-      continue;
-    }
-    blas_sgemm(CBLAS_ROW_MAJOR, trans_a ? CBLAS_TRANS : CBLAS_NO_TRANS, trans_b ? CBLAS_TRANS : CBLAS_NO_TRANS, (int)m,
-               (int)n, (int)k, alpha, heap + a_offset + i * stride_a, (int)lda, heap + b_offset + i * stride_b, (int)ldb,
-               beta, c, (int)ldc);
+  gemm_item_t *items = (gemm_item_t *)malloc((size_t)batch * sizeof(gemm_item_t));
+  if (items == NULL) {
+    napi_throw_error(env, NULL, "accel.sgemm: out of memory");
+    return NULL;
   }
+  for (int64_t i = 0; i < batch; i++) {
+    items[i] = (gemm_item_t){trans_a, trans_b, m, n, k, alpha, beta, a_offset + i * stride_a, lda, b_offset + i * stride_b, ldb,
+                             c_offset + i * stride_c, ldc};
+  }
+  run_gemm_items(call.heap, items, batch);
+  free(items);
+  return NULL;
+}
+
+/* Floats per product in sgemmList's descriptor array. */
+#define GEMM_FIELDS 13
+
+/* A row-major block of the heap: `rows` x `cols` floats, rows `ld` apart, from `offset` (empty when rows or cols is 0). */
+typedef struct {
+  int64_t offset, rows, cols, ld;
+} block_t;
+
+/* The largest integer <= a / b, for b > 0. */
+static int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+
+/*
+ * Whether two blocks share an element. With the same leading dimension L the test is exact: element
+ * x + i1·L + j1 is element y + i2·L + j2 iff j1 − j2 = d + k·L with d = y − x and k = i2 − i1, so the
+ * blocks overlap iff some k in [−(x.rows − 1), y.rows − 1] puts d + k·L in [−(y.cols − 1), x.cols − 1].
+ * Column blocks of one matrix (attention heads written side by side into [B, T, H, hd]) thus do not
+ * collide. Blocks with different leading dimensions are compared by their spans first..last, which is
+ * conservative.
+ */
+static int blocks_overlap(const block_t *x, const block_t *y) {
+  if (x->rows == 0 || x->cols == 0 || y->rows == 0 || y->cols == 0) return 0;
+  /* first the spans (cheap, and enough for blocks in different tensors), then the exact test */
+  if (!(x->offset < y->offset + matrix_extent(y->rows, y->cols, y->ld) && y->offset < x->offset + matrix_extent(x->rows, x->cols, x->ld))) return 0;
+  if (x->ld != y->ld) return 1;
+  const int64_t ld = x->ld, d = y->offset - x->offset;
+  int64_t low = -floor_div(d + y->cols - 1, ld); /* ceil((1 − y.cols − d) / L) */
+  int64_t high = floor_div(x->cols - 1 - d, ld);
+  if (low < 1 - x->rows) low = 1 - x->rows;
+  if (high > y->rows - 1) high = y->rows - 1;
+  return low <= high;
+}
+
+/*
+ * sgemmList(heap, products: Float64Array): independent products, GEMM_FIELDS numbers each:
+ * [transA, transB, m, n, k, alpha, aOffset, lda, bOffset, ldb, beta, cOffset, ldc] (transA/B 0 or 1).
+ * They run in parallel (see run_gemm_items), so each output must share no element with another
+ * product's operands or output (checked by blocks_overlap: exactly for the same leading dimension).
+ */
+static napi_value sgemm_list(napi_env env, napi_callback_info info) {
+  call_t call;
+  if (!begin_call(env, info, &call, "sgemmList", 2)) return NULL;
+  if (blas_sgemm == NULL) {
+    throw_type(&call, "OpenBLAS is not loaded (call load() first)");
+    return NULL;
+  }
+  bool is_typed = false;
+  napi_typedarray_type type;
+  size_t length = 0;
+  void *data = NULL;
+  napi_value buffer;
+  size_t byte_offset = 0;
+  if (napi_is_typedarray(env, call.argv[1], &is_typed) != napi_ok || !is_typed ||
+      napi_get_typedarray_info(env, call.argv[1], &type, &length, &data, &buffer, &byte_offset) != napi_ok || type != napi_float64_array) {
+    throw_type(&call, "argument 'products' must be a Float64Array");
+    return NULL;
+  }
+  if (length % GEMM_FIELDS != 0) {
+    char text[160];
+    snprintf(text, sizeof text, "argument 'products' must hold %d numbers per product, got %zu numbers", GEMM_FIELDS, length);
+    throw_range(&call, text);
+    return NULL;
+  }
+  const int64_t count = (int64_t)(length / GEMM_FIELDS);
+  if (count == 0) return NULL;
+  const double *fields = (const double *)data;
+  gemm_item_t *items = (gemm_item_t *)malloc((size_t)count * sizeof(gemm_item_t));
+  block_t(*blocks)[3] = (block_t(*)[3])malloc((size_t)count * sizeof *blocks); /* output, a, b of each product */
+  if (items == NULL || blocks == NULL) {
+    free(items);
+    free(blocks);
+    napi_throw_error(env, NULL, "accel.sgemmList: out of memory");
+    return NULL;
+  }
+  static const char *const names[GEMM_FIELDS] = {"transA", "transB", "m", "n", "k", "alpha", "aOffset", "lda", "bOffset", "ldb", "beta", "cOffset", "ldc"};
+  static const int64_t limits[GEMM_FIELDS] = {1, 1, INT_LIMIT, INT_LIMIT, INT_LIMIT, 0, OFFSET_LIMIT, INT_LIMIT, OFFSET_LIMIT, INT_LIMIT, 0, OFFSET_LIMIT, INT_LIMIT};
+  int ok = 1;
+  for (int64_t i = 0; i < count && ok; i++) {
+    const double *f = fields + i * GEMM_FIELDS;
+    for (int j = 0; j < GEMM_FIELDS && ok; j++) {
+      char text[200];
+      const int is_scalar = j == 5 || j == 10;
+      const double minimum = (j == 7 || j == 9 || j == 12) ? 1 : 0;
+      if (is_scalar ? !isfinite(f[j]) : !(f[j] >= minimum && f[j] <= (double)limits[j] && f[j] == floor(f[j]))) {
+        if (is_scalar) snprintf(text, sizeof text, "product %lld: '%s' must be a finite number, got %g", (long long)i, names[j], f[j]);
+        else snprintf(text, sizeof text, "product %lld: '%s' must be a whole number in [%g, %lld], got %g", (long long)i, names[j], minimum, (long long)limits[j], f[j]);
+        ok = throw_range(&call, text);
+      }
+    }
+    if (!ok) break;
+    gemm_item_t *item = items + i;
+    *item = (gemm_item_t){(int)f[0], (int)f[1], (int64_t)f[2], (int64_t)f[3], (int64_t)f[4], (float)f[5], (float)f[10], (int64_t)f[6],
+                          (int64_t)f[7], (int64_t)f[8], (int64_t)f[9], (int64_t)f[11], (int64_t)f[12]};
+    ok = check_item(&call, item);
+    if (!ok) break;
+    const int empty = item->m == 0 || item->n == 0;
+    const int reads = !empty && item->k > 0;
+    /* physical shapes; an operand that is not read is an empty block */
+    blocks[i][0] = (block_t){item->c_offset, empty ? 0 : item->m, item->n, item->ldc};
+    blocks[i][1] = (block_t){item->a_offset, reads ? (item->trans_a ? item->k : item->m) : 0, item->trans_a ? item->m : item->k, item->lda};
+    blocks[i][2] = (block_t){item->b_offset, reads ? (item->trans_b ? item->n : item->k) : 0, item->trans_b ? item->k : item->n, item->ldb};
+  }
+  /* each output against every other product's output and operands */
+  for (int64_t i = 0; i < count && ok; i++) {
+    for (int64_t j = 0; j < count && ok; j++) {
+      if (i == j) continue;
+      for (int s = 0; s < 3 && ok; s++) {
+        if (blocks_overlap(&blocks[i][0], &blocks[j][s])) {
+          char text[200];
+          static const char *const what[3] = {"output", "a", "b"};
+          snprintf(text, sizeof text, "the output of product %lld overlaps the %s of product %lld (products run in parallel)", (long long)i,
+                   what[s], (long long)j);
+          ok = throw_range(&call, text);
+        }
+      }
+    }
+  }
+  if (ok) run_gemm_items(call.heap, items, count);
+  free(items);
+  free(blocks);
   return NULL;
 }
 
@@ -418,7 +813,7 @@ static napi_value sgemm(napi_env env, napi_callback_info info) {
 
 /* The scalars of one AdamW update, each rounded once to float32 (see adamw() below). */
 typedef struct {
-  float beta1, one_minus_beta1, beta2, one_minus_beta2, epsilon, step_size, inverse_root_correction2, decay_factor;
+  float gradient_scale, beta1, one_minus_beta1, beta2, one_minus_beta2, epsilon, step_size, inverse_root_correction2, decay_factor;
 } adamw_scalars_t;
 
 /*
@@ -474,6 +869,31 @@ static void detect_cpu(void) {
 #define DISPATCH(name, ...) name##_baseline(__VA_ARGS__)
 #endif
 
+/* SwiGLU and its gradient in blocks of SWIGLU_ROWS rows for the workers, when there are enough elements. */
+#define SWIGLU_ROWS 64
+#define PARALLEL_ELEMENTS 65536
+
+typedef struct {
+  const float *up;
+  const float *dy; /* gradient only */
+  float *out;      /* y [rows, F], or dUp [rows, 2F] */
+  int64_t rows, f;
+} swiglu_context_t;
+
+static void swiglu_chunk(const void *context, int64_t piece) {
+  const swiglu_context_t *c = (const swiglu_context_t *)context;
+  const int64_t first = piece * SWIGLU_ROWS;
+  const int64_t rows = c->rows - first < SWIGLU_ROWS ? c->rows - first : SWIGLU_ROWS;
+  DISPATCH(swiglu_rows, c->up + first * 2 * c->f, c->out + first * c->f, rows, c->f);
+}
+
+static void swiglu_grad_chunk(const void *context, int64_t piece) {
+  const swiglu_context_t *c = (const swiglu_context_t *)context;
+  const int64_t first = piece * SWIGLU_ROWS;
+  const int64_t rows = c->rows - first < SWIGLU_ROWS ? c->rows - first : SWIGLU_ROWS;
+  DISPATCH(swiglu_grad_rows, c->dy + first * c->f, c->up + first * 2 * c->f, c->out + first * 2 * c->f, rows, c->f);
+}
+
 static napi_value swiglu(napi_env env, napi_callback_info info) {
   call_t call;
   int64_t up_offset, out_offset, rows, f;
@@ -486,7 +906,9 @@ static napi_value swiglu(napi_env env, napi_callback_info info) {
       !check_disjoint(&call, "out", out_offset, rows * f, "up", up_offset, rows * 2 * f)) {
     return NULL;
   }
-  DISPATCH(swiglu_rows, call.heap + up_offset, call.heap + out_offset, rows, f);
+  const swiglu_context_t context = {call.heap + up_offset, NULL, call.heap + out_offset, rows, f};
+  parallel_job_t job = {swiglu_chunk, &context, (rows + SWIGLU_ROWS - 1) / SWIGLU_ROWS, 0};
+  run_job(&job, rows * f >= PARALLEL_ELEMENTS);
   return NULL;
 }
 
@@ -505,8 +927,32 @@ static napi_value swiglu_grad(napi_env env, napi_callback_info info) {
       !check_disjoint(&call, "dUp", d_up_offset, rows * 2 * f, "up", up_offset, rows * 2 * f)) {
     return NULL;
   }
-  DISPATCH(swiglu_grad_rows, call.heap + dy_offset, call.heap + up_offset, call.heap + d_up_offset, rows, f);
+  const swiglu_context_t context = {call.heap + up_offset, call.heap + dy_offset, call.heap + d_up_offset, rows, f};
+  parallel_job_t job = {swiglu_grad_chunk, &context, (rows + SWIGLU_ROWS - 1) / SWIGLU_ROWS, 0};
+  run_job(&job, rows * f >= PARALLEL_ELEMENTS);
   return NULL;
+}
+
+/* GELU and its gradient in chunks of ELEMENT_CHUNK elements for the workers. */
+#define ELEMENT_CHUNK 16384
+
+typedef struct {
+  const float *dy; /* gradient only */
+  const float *x;
+  float *out; /* y, or dx */
+  int64_t n;
+} gelu_context_t;
+
+static void gelu_chunk(const void *context, int64_t piece) {
+  const gelu_context_t *c = (const gelu_context_t *)context;
+  const int64_t first = piece * ELEMENT_CHUNK;
+  DISPATCH(gelu_values, c->x + first, c->out + first, c->n - first < ELEMENT_CHUNK ? c->n - first : ELEMENT_CHUNK);
+}
+
+static void gelu_grad_chunk(const void *context, int64_t piece) {
+  const gelu_context_t *c = (const gelu_context_t *)context;
+  const int64_t first = piece * ELEMENT_CHUNK;
+  DISPATCH(gelu_grad_values, c->dy + first, c->x + first, c->out + first, c->n - first < ELEMENT_CHUNK ? c->n - first : ELEMENT_CHUNK);
 }
 
 static napi_value gelu(napi_env env, napi_callback_info info) {
@@ -521,7 +967,9 @@ static napi_value gelu(napi_env env, napi_callback_info info) {
       !check_disjoint(&call, "y", y_offset, n, "x", x_offset, n)) {
     return NULL;
   }
-  DISPATCH(gelu_values, call.heap + x_offset, call.heap + y_offset, n);
+  const gelu_context_t context = {NULL, call.heap + x_offset, call.heap + y_offset, n};
+  parallel_job_t job = {gelu_chunk, &context, (n + ELEMENT_CHUNK - 1) / ELEMENT_CHUNK, 0};
+  run_job(&job, n >= PARALLEL_ELEMENTS);
   return NULL;
 }
 
@@ -537,7 +985,9 @@ static napi_value gelu_grad(napi_env env, napi_callback_info info) {
       !check_disjoint(&call, "dx", dx_offset, n, "dy", dy_offset, n) || !check_disjoint(&call, "dx", dx_offset, n, "x", x_offset, n)) {
     return NULL;
   }
-  DISPATCH(gelu_grad_values, call.heap + dy_offset, call.heap + x_offset, call.heap + dx_offset, n);
+  const gelu_context_t context = {call.heap + dy_offset, call.heap + x_offset, call.heap + dx_offset, n};
+  parallel_job_t job = {gelu_grad_chunk, &context, (n + ELEMENT_CHUNK - 1) / ELEMENT_CHUNK, 0};
+  run_job(&job, n >= PARALLEL_ELEMENTS);
   return NULL;
 }
 
@@ -603,26 +1053,48 @@ static napi_value rms_norm_grad(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* An AdamW update in chunks of ADAMW_CHUNK elements, for the workers. */
+#define ADAMW_CHUNK 32768
+
+typedef struct {
+  float *heap;
+  const int64_t *offsets; /* weight, gradient, first, second moment; then the three outputs */
+  int64_t n;
+  const adamw_scalars_t *scalars;
+} adamw_context_t;
+
+static void adamw_chunk(const void *context, int64_t piece) {
+  const adamw_context_t *update = (const adamw_context_t *)context;
+  const int64_t first = piece * ADAMW_CHUNK;
+  const int64_t count = update->n - first < ADAMW_CHUNK ? update->n - first : ADAMW_CHUNK;
+  float *const heap = update->heap;
+  const int64_t *const o = update->offsets;
+  DISPATCH(adamw_values, heap + o[0] + first, heap + o[1] + first, heap + o[2] + first, heap + o[3] + first, heap + o[4] + first,
+           heap + o[5] + first, heap + o[6] + first, count, update->scalars);
+}
+
 /*
  * One AdamW update of one parameter of n elements: reads weight, gradient and both moments, writes
  * the new weight and moments to three other spans (which must not overlap any input or each other;
  * the inputs may overlap one another). The scalars arrive as doubles and are rounded to float32 once,
  * as tfjs does for a JS number in an op (1 - beta is formed in double first, like the JS caller).
+ * gradientScale multiplies the gradient first (gradient clipping by global norm; 1 = none).
  */
 static napi_value adamw(napi_env env, napi_callback_info info) {
   call_t call;
   int64_t offsets[7], n;
-  double beta1, beta2, epsilon, step_size, inverse_root_correction2, decay_factor;
+  double beta1, beta2, epsilon, step_size, inverse_root_correction2, decay_factor, gradient_scale;
   static const char *const names[7] = {"weight", "gradient", "firstMoment", "secondMoment", "weightOut", "firstMomentOut", "secondMomentOut"};
   static const char *const offset_names[7] = {"weightOffset",    "gradientOffset",       "firstMomentOffset",    "secondMomentOffset",
                                               "weightOutOffset", "firstMomentOutOffset", "secondMomentOutOffset"};
-  if (!begin_call(env, info, &call, "adamw", 15)) return NULL;
+  if (!begin_call(env, info, &call, "adamw", 16)) return NULL;
   for (size_t i = 0; i < 7; i++) {
     if (!read_int(&call, 1 + i, offset_names[i], 0, OFFSET_LIMIT, &offsets[i])) return NULL;
   }
   if (!read_int(&call, 8, "n", 0, OFFSET_LIMIT, &n) || !read_double(&call, 9, "beta1", &beta1) || !read_double(&call, 10, "beta2", &beta2) ||
       !read_double(&call, 11, "epsilon", &epsilon) || !read_double(&call, 12, "stepSize", &step_size) ||
-      !read_double(&call, 13, "inverseRootCorrection2", &inverse_root_correction2) || !read_double(&call, 14, "decayFactor", &decay_factor)) {
+      !read_double(&call, 13, "inverseRootCorrection2", &inverse_root_correction2) || !read_double(&call, 14, "decayFactor", &decay_factor) ||
+      !read_double(&call, 15, "gradientScale", &gradient_scale)) {
     return NULL;
   }
   for (size_t i = 0; i < 7; i++) {
@@ -635,6 +1107,7 @@ static napi_value adamw(napi_env env, napi_callback_info info) {
     }
   }
   const adamw_scalars_t scalars = {
+      .gradient_scale = (float)gradient_scale,
       .beta1 = (float)beta1,
       .one_minus_beta1 = (float)(1.0 - beta1),
       .beta2 = (float)beta2,
@@ -645,9 +1118,85 @@ static napi_value adamw(napi_env env, napi_callback_info info) {
       .decay_factor = (float)decay_factor,
   };
   float *heap = call.heap;
-  DISPATCH(adamw_values, heap + offsets[0], heap + offsets[1], heap + offsets[2], heap + offsets[3], heap + offsets[4], heap + offsets[5],
-           heap + offsets[6], n, &scalars);
+  const adamw_context_t context = {heap, offsets, n, &scalars};
+  parallel_job_t job = {adamw_chunk, &context, (n + ADAMW_CHUNK - 1) / ADAMW_CHUNK, 0};
+  run_job(&job, n >= 2 * ADAMW_CHUNK); /* memory-bound: two threads move about 1.5x the bytes of one */
   return NULL;
+}
+
+/*
+ * segmentSum(heap, xOffset, idsOffset, outOffset, rows, rowSize, numSegments): out[s] = Σ_{r: ids[r] = s}
+ * x[r] over rows of rowSize floats (the scatter-add of an MoE layer, the gradient of a gather). ids are
+ * int32 in the same heap (idsOffset counts 4-byte elements too); an id outside [0, numSegments) adds
+ * nowhere. out [numSegments, rowSize] is overwritten and must not overlap x or ids.
+ */
+static napi_value segment_sum(napi_env env, napi_callback_info info) {
+  call_t call;
+  int64_t x_offset, ids_offset, out_offset, rows, row_size, segments;
+  if (!begin_call(env, info, &call, "segmentSum", 7)) return NULL;
+  if (!read_int(&call, 1, "xOffset", 0, OFFSET_LIMIT, &x_offset) || !read_int(&call, 2, "idsOffset", 0, OFFSET_LIMIT, &ids_offset) ||
+      !read_int(&call, 3, "outOffset", 0, OFFSET_LIMIT, &out_offset) || !read_int(&call, 4, "rows", 0, INT_LIMIT, &rows) ||
+      !read_int(&call, 5, "rowSize", 0, INT_LIMIT, &row_size) || !read_int(&call, 6, "numSegments", 0, INT_LIMIT, &segments)) {
+    return NULL;
+  }
+  const int64_t x_length = product_or_fail(rows, row_size);
+  const int64_t out_length = product_or_fail(segments, row_size);
+  if (x_length < 0 || out_length < 0) {
+    throw_range(&call, "a size overflows");
+    return NULL;
+  }
+  if (!check_span(&call, "x", x_offset, x_length) || !check_span(&call, "ids", ids_offset, rows) || !check_span(&call, "out", out_offset, out_length) ||
+      !check_disjoint(&call, "out", out_offset, out_length, "x", x_offset, x_length) ||
+      !check_disjoint(&call, "out", out_offset, out_length, "ids", ids_offset, rows)) {
+    return NULL;
+  }
+  float *out = call.heap + out_offset;
+  const float *x = call.heap + x_offset;
+  const int32_t *ids = (const int32_t *)(call.heap + ids_offset);
+  memset(out, 0, (size_t)out_length * sizeof(float));
+  for (int64_t r = 0; r < rows; r++) {
+    const int64_t segment = ids[r];
+    if (segment < 0 || segment >= segments) continue;
+    DISPATCH(add_row, out + segment * row_size, x + r * row_size, row_size);
+  }
+  return NULL;
+}
+
+/*
+ * sumOfSquares(heap, spans): Σ x² over several spans of the heap (the squared global norm of a model's
+ * gradients, for clipping), accumulated in double; spans is a Float64Array of (offset, length) pairs.
+ */
+static napi_value sum_of_squares(napi_env env, napi_callback_info info) {
+  call_t call;
+  if (!begin_call(env, info, &call, "sumOfSquares", 2)) return NULL;
+  bool is_typed = false;
+  napi_typedarray_type type;
+  size_t length = 0;
+  void *data = NULL;
+  napi_value buffer, result;
+  size_t byte_offset = 0;
+  if (napi_is_typedarray(env, call.argv[1], &is_typed) != napi_ok || !is_typed ||
+      napi_get_typedarray_info(env, call.argv[1], &type, &length, &data, &buffer, &byte_offset) != napi_ok || type != napi_float64_array ||
+      length % 2 != 0) {
+    throw_type(&call, "argument 'spans' must be a Float64Array of (offset, length) pairs");
+    return NULL;
+  }
+  const double *spans = (const double *)data;
+  for (size_t i = 0; i < length; i += 2) {
+    char text[160];
+    if (!(spans[i] >= 0 && spans[i] <= (double)OFFSET_LIMIT && spans[i] == floor(spans[i])) ||
+        !(spans[i + 1] >= 0 && spans[i + 1] <= (double)OFFSET_LIMIT && spans[i + 1] == floor(spans[i + 1]))) {
+      snprintf(text, sizeof text, "span %zu: offset and length must be whole numbers >= 0, got (%g, %g)", i / 2, spans[i], spans[i + 1]);
+      throw_range(&call, text);
+      return NULL;
+    }
+    snprintf(text, sizeof text, "span %zu", i / 2);
+    if (!check_span(&call, text, (int64_t)spans[i], (int64_t)spans[i + 1])) return NULL;
+  }
+  double total = 0;
+  for (size_t i = 0; i < length; i += 2) total += DISPATCH(sum_of_squares_values, call.heap + (int64_t)spans[i], (int64_t)spans[i + 1]);
+  CHECK_NAPI(env, napi_create_double(env, total, &result));
+  return result;
 }
 
 /*
@@ -684,11 +1233,158 @@ static napi_value rotary(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/*
+ * causalSoftmax(heap, scoresOffset, probsOffset, matrices, t, scale): the attention weights of
+ * `matrices` score blocks [t, t] (one per batch row and head, back to back): row i of each becomes the
+ * softmax over j <= i of scale·s_ij, and exactly 0 for j > i. In place when probsOffset == scoresOffset;
+ * otherwise probs must not overlap scores.
+ */
+static napi_value causal_softmax(napi_env env, napi_callback_info info) {
+  call_t call;
+  int64_t scores_offset, probs_offset, matrices, t;
+  float scale;
+  if (!begin_call(env, info, &call, "causalSoftmax", 6)) return NULL;
+  if (!read_int(&call, 1, "scoresOffset", 0, OFFSET_LIMIT, &scores_offset) || !read_int(&call, 2, "probsOffset", 0, OFFSET_LIMIT, &probs_offset) ||
+      !read_int(&call, 3, "matrices", 0, INT_LIMIT, &matrices) || !read_int(&call, 4, "t", 0, INT_LIMIT, &t) ||
+      !read_float(&call, 5, "scale", &scale)) {
+    return NULL;
+  }
+  const int64_t block = product_or_fail(t, t);
+  if (block < 0) {
+    throw_range(&call, "a size overflows");
+    return NULL;
+  }
+  if (!check_block(&call, "scores", scores_offset, matrices, block) || !check_block(&call, "probs", probs_offset, matrices, block) ||
+      (probs_offset != scores_offset &&
+       !check_disjoint(&call, "probs", probs_offset, matrices * block, "scores", scores_offset, matrices * block))) {
+    return NULL;
+  }
+  DISPATCH(causal_softmax_blocks, call.heap + scores_offset, call.heap + probs_offset, matrices, t, scale);
+  return NULL;
+}
+
+/*
+ * causalSoftmaxGrad(heap, probsOffset, dProbsOffset, dScoresOffset, matrices, t, scale): the gradient
+ * of causalSoftmax with respect to the scores, dS = scale·P⊙(dP − rowsum(P⊙dP)) per block, 0 above the
+ * diagonal. In place when dScoresOffset == dProbsOffset; otherwise dScores must not overlap dProbs.
+ * dScores never overlaps probs.
+ */
+static napi_value causal_softmax_grad(napi_env env, napi_callback_info info) {
+  call_t call;
+  int64_t probs_offset, d_probs_offset, d_scores_offset, matrices, t;
+  float scale;
+  if (!begin_call(env, info, &call, "causalSoftmaxGrad", 7)) return NULL;
+  if (!read_int(&call, 1, "probsOffset", 0, OFFSET_LIMIT, &probs_offset) || !read_int(&call, 2, "dProbsOffset", 0, OFFSET_LIMIT, &d_probs_offset) ||
+      !read_int(&call, 3, "dScoresOffset", 0, OFFSET_LIMIT, &d_scores_offset) || !read_int(&call, 4, "matrices", 0, INT_LIMIT, &matrices) ||
+      !read_int(&call, 5, "t", 0, INT_LIMIT, &t) || !read_float(&call, 6, "scale", &scale)) {
+    return NULL;
+  }
+  const int64_t block = product_or_fail(t, t);
+  if (block < 0) {
+    throw_range(&call, "a size overflows");
+    return NULL;
+  }
+  if (!check_block(&call, "probs", probs_offset, matrices, block) || !check_block(&call, "dProbs", d_probs_offset, matrices, block) ||
+      !check_block(&call, "dScores", d_scores_offset, matrices, block)) {
+    return NULL;
+  }
+  const int64_t total = matrices * block;
+  if (!check_disjoint(&call, "dScores", d_scores_offset, total, "probs", probs_offset, total) ||
+      (d_scores_offset != d_probs_offset && !check_disjoint(&call, "dScores", d_scores_offset, total, "dProbs", d_probs_offset, total))) {
+    return NULL;
+  }
+  DISPATCH(causal_softmax_grad_blocks, call.heap + probs_offset, call.heap + d_probs_offset, call.heap + d_scores_offset, matrices, t, scale);
+  return NULL;
+}
+
+/* Checks that every target lies in [0, v) before anything is written; the RangeError names the row. */
+static int check_targets(call_t *call, const int32_t *targets, int64_t n, int64_t v) {
+  for (int64_t r = 0; r < n; r++) {
+    if (targets[r] < 0 || targets[r] >= v) {
+      char text[200];
+      snprintf(text, sizeof text, "'targets' row %lld holds %d, outside [0, %lld)", (long long)r, (int)targets[r], (long long)v);
+      return throw_range(call, text);
+    }
+  }
+  return 1;
+}
+
+/*
+ * softmaxCrossEntropy(heap, logitsOffset, targetsOffset, lossOffset, lseOffset, n, v): per row of
+ * logits [n, v], loss = logsumexp(row) − row[target] and lse = logsumexp(row) (saved for the gradient).
+ * targets are int32 in the same heap (targetsOffset counts 4-byte elements too), each in [0, v): all are
+ * checked before anything is written. loss and lse [n] must overlap no input and each other.
+ */
+static napi_value softmax_cross_entropy(napi_env env, napi_callback_info info) {
+  call_t call;
+  int64_t logits_offset, targets_offset, loss_offset, lse_offset, n, v;
+  if (!begin_call(env, info, &call, "softmaxCrossEntropy", 7)) return NULL;
+  if (!read_int(&call, 1, "logitsOffset", 0, OFFSET_LIMIT, &logits_offset) || !read_int(&call, 2, "targetsOffset", 0, OFFSET_LIMIT, &targets_offset) ||
+      !read_int(&call, 3, "lossOffset", 0, OFFSET_LIMIT, &loss_offset) || !read_int(&call, 4, "lseOffset", 0, OFFSET_LIMIT, &lse_offset) ||
+      !read_int(&call, 5, "n", 0, INT_LIMIT, &n) || !read_int(&call, 6, "v", 0, INT_LIMIT, &v)) {
+    return NULL;
+  }
+  const int64_t total = product_or_fail(n, v);
+  if (total < 0) {
+    throw_range(&call, "a size overflows");
+    return NULL;
+  }
+  if (!check_span(&call, "logits", logits_offset, total) || !check_span(&call, "targets", targets_offset, n) ||
+      !check_span(&call, "loss", loss_offset, n) || !check_span(&call, "lse", lse_offset, n) ||
+      !check_disjoint(&call, "loss", loss_offset, n, "logits", logits_offset, total) ||
+      !check_disjoint(&call, "loss", loss_offset, n, "targets", targets_offset, n) ||
+      !check_disjoint(&call, "lse", lse_offset, n, "logits", logits_offset, total) ||
+      !check_disjoint(&call, "lse", lse_offset, n, "targets", targets_offset, n) ||
+      !check_disjoint(&call, "lse", lse_offset, n, "loss", loss_offset, n)) {
+    return NULL;
+  }
+  const int32_t *targets = (const int32_t *)(call.heap + targets_offset);
+  if (!check_targets(&call, targets, n, v)) return NULL;
+  DISPATCH(softmax_cross_entropy_rows, call.heap + logits_offset, targets, call.heap + loss_offset, call.heap + lse_offset, n, v);
+  return NULL;
+}
+
+/*
+ * softmaxCrossEntropyGrad(heap, dyOffset, logitsOffset, targetsOffset, lseOffset, dLogitsOffset, n, v):
+ * dLogits [n, v] = dy_r·(softmax(row) − onehot(target_r)), softmax from the saved lse (exp(x − lse)).
+ * targets are checked as in softmaxCrossEntropy; dLogits must overlap no input.
+ */
+static napi_value softmax_cross_entropy_grad(napi_env env, napi_callback_info info) {
+  call_t call;
+  int64_t dy_offset, logits_offset, targets_offset, lse_offset, d_logits_offset, n, v;
+  if (!begin_call(env, info, &call, "softmaxCrossEntropyGrad", 8)) return NULL;
+  if (!read_int(&call, 1, "dyOffset", 0, OFFSET_LIMIT, &dy_offset) || !read_int(&call, 2, "logitsOffset", 0, OFFSET_LIMIT, &logits_offset) ||
+      !read_int(&call, 3, "targetsOffset", 0, OFFSET_LIMIT, &targets_offset) || !read_int(&call, 4, "lseOffset", 0, OFFSET_LIMIT, &lse_offset) ||
+      !read_int(&call, 5, "dLogitsOffset", 0, OFFSET_LIMIT, &d_logits_offset) || !read_int(&call, 6, "n", 0, INT_LIMIT, &n) ||
+      !read_int(&call, 7, "v", 0, INT_LIMIT, &v)) {
+    return NULL;
+  }
+  const int64_t total = product_or_fail(n, v);
+  if (total < 0) {
+    throw_range(&call, "a size overflows");
+    return NULL;
+  }
+  if (!check_span(&call, "dy", dy_offset, n) || !check_span(&call, "logits", logits_offset, total) ||
+      !check_span(&call, "targets", targets_offset, n) || !check_span(&call, "lse", lse_offset, n) ||
+      !check_span(&call, "dLogits", d_logits_offset, total) ||
+      !check_disjoint(&call, "dLogits", d_logits_offset, total, "dy", dy_offset, n) ||
+      !check_disjoint(&call, "dLogits", d_logits_offset, total, "logits", logits_offset, total) ||
+      !check_disjoint(&call, "dLogits", d_logits_offset, total, "targets", targets_offset, n) ||
+      !check_disjoint(&call, "dLogits", d_logits_offset, total, "lse", lse_offset, n)) {
+    return NULL;
+  }
+  const int32_t *targets = (const int32_t *)(call.heap + targets_offset);
+  if (!check_targets(&call, targets, n, v)) return NULL;
+  DISPATCH(softmax_cross_entropy_grad_rows, call.heap + dy_offset, call.heap + logits_offset, targets, call.heap + lse_offset,
+           call.heap + d_logits_offset, n, v);
+  return NULL;
+}
+
 /* ------------------------------------------------------------------------------------------------ */
 /* Module                                                                                           */
 
 /* Bumped whenever an export changes; src/accel.ts refuses an addon built from another version. */
-#define ACCEL_ABI_VERSION 4
+#define ACCEL_ABI_VERSION 5
 
 static napi_value init(napi_env env, napi_value exports) {
   napi_value abi;
@@ -698,6 +1394,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"load", NULL, load, NULL, NULL, NULL, napi_default, NULL},
       {"setThreads", NULL, set_threads, NULL, NULL, NULL, napi_default, NULL},
       {"sgemm", NULL, sgemm, NULL, NULL, NULL, napi_default, NULL},
+      {"sgemmList", NULL, sgemm_list, NULL, NULL, NULL, napi_default, NULL},
       {"swiglu", NULL, swiglu, NULL, NULL, NULL, napi_default, NULL},
       {"swigluGrad", NULL, swiglu_grad, NULL, NULL, NULL, napi_default, NULL},
       {"gelu", NULL, gelu, NULL, NULL, NULL, napi_default, NULL},
@@ -705,7 +1402,13 @@ static napi_value init(napi_env env, napi_value exports) {
       {"rmsNorm", NULL, rms_norm, NULL, NULL, NULL, napi_default, NULL},
       {"rmsNormGrad", NULL, rms_norm_grad, NULL, NULL, NULL, napi_default, NULL},
       {"adamw", NULL, adamw, NULL, NULL, NULL, napi_default, NULL},
+      {"sumOfSquares", NULL, sum_of_squares, NULL, NULL, NULL, napi_default, NULL},
+      {"segmentSum", NULL, segment_sum, NULL, NULL, NULL, napi_default, NULL},
       {"rotary", NULL, rotary, NULL, NULL, NULL, napi_default, NULL},
+      {"causalSoftmax", NULL, causal_softmax, NULL, NULL, NULL, napi_default, NULL},
+      {"causalSoftmaxGrad", NULL, causal_softmax_grad, NULL, NULL, NULL, napi_default, NULL},
+      {"softmaxCrossEntropy", NULL, softmax_cross_entropy, NULL, NULL, NULL, napi_default, NULL},
+      {"softmaxCrossEntropyGrad", NULL, softmax_cross_entropy_grad, NULL, NULL, NULL, napi_default, NULL},
   };
   if (napi_define_properties(env, exports, sizeof properties / sizeof properties[0], properties) != napi_ok) return NULL;
   return exports;

@@ -113,6 +113,7 @@ function buildWithCompiler(compiler, nodeDir) {
     '-o',
     temporary,
     '-ldl',
+    '-pthread',
   ]);
   if (result.ok) {
     copyFileSync(temporary, output);

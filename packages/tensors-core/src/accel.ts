@@ -11,11 +11,15 @@
  *
  * When acceleration is off the kit behaves exactly as before: the wasm kernel fixes do the work.
  *
- * Threads: OpenBLAS uses 2 threads (at most the number of cores) unless `MOEPP_BLAS_THREADS` or
- * `initBackend({ blasThreads })` says otherwise. Idle OpenBLAS workers spin before they sleep (for
- * 2^28 cycles, about 0.1 s, by default), which can steal the core the JavaScript thread needs between
- * two products; the kit sets `OPENBLAS_THREAD_TIMEOUT` to {@link DEFAULT_THREAD_TIMEOUT} (2^4 cycles)
- * before loading OpenBLAS, unless you set it yourself.
+ * Threads: products run on 2 threads (at most the number of cores) unless `MOEPP_BLAS_THREADS` or
+ * `initBackend({ blasThreads })` says otherwise. The threads are the addon's own (the calling thread
+ * and a small pool that spins for 50 µs, then sleeps); OpenBLAS itself runs on one thread per product.
+ * The addon splits each call's products into pieces of similar size (whole products, or row / column
+ * blocks of large ones) and the threads take them in turn; calls under 2^20 multiply-adds stay on the
+ * calling thread. OpenBLAS's own threads are not used: they sleep within a few cycles of each product
+ * (the kit sets `OPENBLAS_THREAD_TIMEOUT` to {@link DEFAULT_THREAD_TIMEOUT}, 2^4 cycles, so that idle
+ * workers do not spin on the core JavaScript needs) and then took about 0.15 ms to wake for every
+ * product, more than a small product takes.
  */
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -29,7 +33,7 @@ export interface NativeAccel {
   readonly abiVersion: number;
   /** Loads the first OpenBLAS library of `candidates` that has `cblas_sgemm`; idempotent. */
   load(candidates: readonly string[], threads: number, threadTimeout: number): NativeLoadResult;
-  /** Sets OpenBLAS's thread count; returns the count now used. */
+  /** Sets the number of threads products run on (OpenBLAS stays on one); returns the count now used. */
   setThreads(threads: number): number;
   /** `C[i] = alpha·op(A[i])·op(B[i]) + beta·C[i]`, row-major, for `i < batch`; stride 0 repeats a matrix. */
   sgemm(
@@ -52,6 +56,14 @@ export interface NativeAccel {
     strideC: number,
     batch: number,
   ): void;
+  /**
+   * Independent products in one call, {@link SGEMM_LIST_FIELDS} numbers each in `products`:
+   * `[transA, transB, m, n, k, alpha, aOffset, lda, bOffset, ldb, beta, cOffset, ldc]` (as
+   * {@link NativeAccel.sgemm} with batch 1; `transA`/`transB` 0 or 1). They run in parallel on the
+   * configured threads (each product whole on one thread), so no product's output may overlap another
+   * product's output or operands (checked; a `RangeError` says which).
+   */
+  sgemmList(heap: ArrayBuffer, products: Float64Array): void;
   /** `out[r, j] = silu(up[r, j])·up[r, F + j]` for `up` `[rows, 2F]`, `out` `[rows, F]`. */
   swiglu(heap: ArrayBuffer, upOffset: number, outOffset: number, rows: number, f: number): void;
   /** The gradient of {@link NativeAccel.swiglu}: `dUp` `[rows, 2F]` from `dy` `[rows, F]`. */
@@ -75,8 +87,9 @@ export interface NativeAccel {
     d: number,
   ): void;
   /**
-   * One AdamW update of `n` elements (see `../optim.ts`): reads `weight`, `gradient` and both moments,
-   * writes the new weight and moments to three other spans (which must not overlap any input).
+   * One AdamW update of `n` elements (see `../optim.ts`): reads `weight`, `gradient` (multiplied by
+   * `gradientScale` first) and both moments, writes the new weight and moments to three other spans
+   * (which must not overlap any input).
    */
   adamw(
     heap: ArrayBuffer,
@@ -94,7 +107,19 @@ export interface NativeAccel {
     stepSize: number,
     inverseRootCorrection2: number,
     decayFactor: number,
+    gradientScale: number,
   ): void;
+  /**
+   * `Σ x²` over several spans of the heap, accumulated in double: `spans` holds (offset, length) pairs.
+   * Every span is checked against the heap first (a `RangeError` names the span).
+   */
+  sumOfSquares(heap: ArrayBuffer, spans: Float64Array): number;
+  /**
+   * `out[s] = Σ x[r]` over the rows `r` with `ids[r] = s` (rows of `rowSize` floats); `ids` are int32 in
+   * the same heap (`idsOffset` in 4-byte elements), ids outside `[0, numSegments)` add nowhere; `out`
+   * `[numSegments, rowSize]` is overwritten and must not overlap `x` or `ids`.
+   */
+  segmentSum(heap: ArrayBuffer, xOffset: number, idsOffset: number, outOffset: number, rows: number, rowSize: number, numSegments: number): void;
   /**
    * Rotary embedding, rotate-half convention (see `../fused.ts`): `y1 = x1·c − x2·s`, `y2 = x2·c + x1·s`
    * for `x` `[batch, seqLen, 2·half]` and the tables `cos`, `sin` `[seqLen, half]`; `inverse` rotates by
@@ -110,6 +135,74 @@ export interface NativeAccel {
     seqLen: number,
     half: number,
     inverse: boolean,
+  ): void;
+  /**
+   * Causal softmax of attention scores (see `../attention.ts`): for each of `matrices` blocks `[t, t]`
+   * stored back to back, row `i` becomes the softmax over `j <= i` of `scale·s_ij`, and exactly 0 for
+   * `j > i` (the keys after the query).
+   *
+   * @param heap - the current wasm heap buffer
+   * @param scoresOffset - `scores` `[matrices, t, t]`
+   * @param probsOffset - `probs` `[matrices, t, t]`: `scoresOffset` itself (in place) or a span that overlaps nothing
+   * @param matrices - blocks (B·H for attention)
+   * @param t - T, the sequence length
+   * @param scale - multiplies every score before the softmax (`1/√hd` for attention)
+   * @throws RangeError when a span lies outside the heap or `probs` partly overlaps `scores` (nothing is written)
+   */
+  causalSoftmax(heap: ArrayBuffer, scoresOffset: number, probsOffset: number, matrices: number, t: number, scale: number): void;
+  /**
+   * The gradient of {@link NativeAccel.causalSoftmax} with respect to the scores:
+   * `dScores = scale·P⊙(dP − rowsum(P⊙dP))` per block, 0 above the diagonal.
+   *
+   * @param heap - the current wasm heap buffer
+   * @param probsOffset - `P` `[matrices, t, t]`, the forward output
+   * @param dProbsOffset - `dP` `[matrices, t, t]`, the gradient with respect to `P`
+   * @param dScoresOffset - `dScores` `[matrices, t, t]`: `dProbsOffset` itself (in place) or a span that overlaps nothing; never `probs`
+   * @param matrices - blocks
+   * @param t - T
+   * @param scale - as in the forward call
+   * @throws RangeError when a span lies outside the heap or `dScores` overlaps `probs` or partly overlaps `dProbs` (nothing is written)
+   */
+  causalSoftmaxGrad(heap: ArrayBuffer, probsOffset: number, dProbsOffset: number, dScoresOffset: number, matrices: number, t: number, scale: number): void;
+  /**
+   * Softmax cross-entropy per row of `logits` `[n, v]` (see `../cross-entropy.ts`):
+   * `loss[r] = lse[r] − logits[r, targets[r]]` with `lse[r] = logsumexp(logits[r])`, max-subtracted.
+   * Every target is checked before anything is written.
+   *
+   * @param heap - the current wasm heap buffer
+   * @param logitsOffset - `logits` `[n, v]` float32
+   * @param targetsOffset - `targets` `[n]` int32, each in `[0, v)`, in the same heap (offset in 4-byte elements)
+   * @param lossOffset - `loss` `[n]` float32, written; overlaps no input
+   * @param lseOffset - `lse` `[n]` float32, `logsumexp` of each row, written (kept for the gradient); overlaps no input and not `loss`
+   * @param n - N, rows
+   * @param v - V, classes per row
+   * @throws RangeError when a span lies outside the heap, an output overlaps another span, or a target is
+   *   outside `[0, v)` (the message names the row and the value); nothing is written
+   */
+  softmaxCrossEntropy(heap: ArrayBuffer, logitsOffset: number, targetsOffset: number, lossOffset: number, lseOffset: number, n: number, v: number): void;
+  /**
+   * The gradient of {@link NativeAccel.softmaxCrossEntropy} with respect to the logits:
+   * `dLogits[r, j] = dy[r]·(exp(logits[r, j] − lse[r]) − [j = targets[r]])`.
+   *
+   * @param heap - the current wasm heap buffer
+   * @param dyOffset - `dy` `[n]` float32, the gradient with respect to `loss`
+   * @param logitsOffset - `logits` `[n, v]` float32, the forward input
+   * @param targetsOffset - `targets` `[n]` int32, each in `[0, v)` (offset in 4-byte elements)
+   * @param lseOffset - `lse` `[n]` float32, the forward call's `lse`
+   * @param dLogitsOffset - `dLogits` `[n, v]` float32, written; overlaps no input
+   * @param n - N
+   * @param v - V
+   * @throws RangeError as {@link NativeAccel.softmaxCrossEntropy}; nothing is written
+   */
+  softmaxCrossEntropyGrad(
+    heap: ArrayBuffer,
+    dyOffset: number,
+    logitsOffset: number,
+    targetsOffset: number,
+    lseOffset: number,
+    dLogitsOffset: number,
+    n: number,
+    v: number,
   ): void;
 }
 
@@ -129,7 +222,7 @@ export interface AccelerationStatus {
   readonly active: boolean;
   /** Why it is on or off, and when off, how to turn it on. */
   readonly reason: string;
-  /** OpenBLAS threads, when active. */
+  /** Threads the native products run on, when active. */
   readonly threads?: number;
   /** The OpenBLAS library loaded, when active. */
   readonly library?: string;
@@ -142,18 +235,21 @@ export interface AccelerationOptions {
   /** Turn acceleration on when possible. Default `true`; `MOEPP_ACCEL=off` forces `false`. */
   readonly enabled?: boolean;
   /**
-   * OpenBLAS threads. Default: `MOEPP_BLAS_THREADS` if set, else 2 (at most the number of cores).
+   * Threads the native products run on (see the file header). Default: `MOEPP_BLAS_THREADS` if set, else 2 (at most the number of cores).
    */
   readonly threads?: number;
 }
 
+/** Numbers per product in {@link NativeAccel.sgemmList}'s `products` array. */
+export const SGEMM_LIST_FIELDS = 13;
+
 /** The addon's export version this file expects (`ACCEL_ABI_VERSION` in `native/accel.c`). */
-export const ACCEL_ABI_VERSION = 4;
+export const ACCEL_ABI_VERSION = 5;
 
 /** `OPENBLAS_THREAD_TIMEOUT` the kit sets when the user has not: idle workers sleep after ~2^4 cycles. */
 export const DEFAULT_THREAD_TIMEOUT = 4;
 
-/** Default OpenBLAS threads: 2, or fewer on a machine with fewer cores. */
+/** Default native product threads: 2, or fewer on a machine with fewer cores. */
 export const DEFAULT_BLAS_THREADS = 2;
 
 /**

@@ -41,7 +41,7 @@ export interface BackendOptions {
    */
   readonly acceleration?: boolean;
   /**
-   * OpenBLAS threads when accelerated. Default: `MOEPP_BLAS_THREADS` if set, else 2 (at most the
+   * Threads the native products run on when accelerated. Default: `MOEPP_BLAS_THREADS` if set, else 2 (at most the
    * number of cores). A whole number >= 1.
    */
   readonly blasThreads?: number;

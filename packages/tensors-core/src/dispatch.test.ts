@@ -40,6 +40,40 @@ describe.each(backends)('dispatch on %s', (backend) => {
     tf.dispose([indices, keep]);
   });
 
+  it('groupIds joins the groups of the experts asked for, in that order, as two new tensors', async () => {
+    const indices = tf.tensor2d([[2, 0], [0, 1], [1, 2], [0, 2]], [4, 2], 'int32');
+    const keep = tf.tensor2d([[1, 1], [0, 1], [1, 1], [1, 1]], [4, 2], 'float32');
+    const plan = planDispatch(indices, 3, keep);
+    const joined = await expectNoLeak(() => plan.groupIds([2, 0]), 2);
+    // expert 2: slots 0, 5, 7 (tokens 0, 2, 3); expert 0: slots 1, 6 (tokens 0, 3) (slot 2 dropped)
+    expect(Array.from(joined.slotIds.dataSync())).toEqual([0, 5, 7, 1, 6]);
+    expect(Array.from(joined.tokenIds.dataSync())).toEqual([0, 2, 3, 0, 3]);
+    const none = plan.groupIds([]);
+    expect(none.tokenIds.shape).toEqual([0]);
+    expect(() => plan.groupIds([3])).toThrow('planDispatch: groupIds: expert 3 is outside [0, 3)');
+    tf.dispose([joined.tokenIds, joined.slotIds, none.tokenIds, none.slotIds, indices, keep]);
+    plan.dispose();
+  });
+
+  it('matches a reference grouping on a random routing with drops', () => {
+    const [numTokens, topK, numExperts] = [97, 3, 7];
+    let seed = 5;
+    const next = () => (seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648;
+    const experts = Array.from({ length: numTokens * topK }, () => Math.floor(next() * numExperts));
+    const kept = experts.map(() => (next() < 0.8 ? 1 : 0));
+    const indices = tf.tensor2d(experts, [numTokens, topK], 'int32');
+    const keep = tf.tensor2d(kept, [numTokens, topK], 'float32');
+    const plan = planDispatch(indices, numExperts, keep);
+    for (let e = 0; e < numExperts; e++) {
+      const slots = experts.flatMap((x, slot) => (x === e && kept[slot] === 1 ? [slot] : []));
+      expect(plan.counts[e]).toBe(slots.length);
+      expect(Array.from(plan.slotIds[e]!.dataSync())).toEqual(slots);
+      expect(Array.from(plan.tokenIds[e]!.dataSync())).toEqual(slots.map((slot) => Math.floor(slot / topK)));
+    }
+    plan.dispose();
+    tf.dispose([indices, keep]);
+  });
+
   it('handles an expert with no tokens', () => {
     const indices = tf.tensor2d([[0], [0], [2]], [3, 1], 'int32');
     const plan = planDispatch(indices, 4);

@@ -2,8 +2,10 @@
  * Dispatch primitives for sparse MoE layers: group the (token, slot) assignments by expert, gather the
  * rows routed to one expert, and scatter-add the experts' outputs back into token order.
  *
- * Grouping runs on tensors (a stable sort by expert index); the host reads back only the E group sizes,
- * which it needs because each expert's batch has a data-dependent shape.
+ * Grouping runs on the host: the `[N, K]` expert indices (and keep mask) are read back once and
+ * grouped by a counting sort. The host needs the E group sizes anyway (each expert's batch has a
+ * data-dependent shape), and reading `N·K` numbers costs no more than reading E on cpu and wasm; on the
+ * tensors it took a full sort, a segment sum and `2·E` slices per layer, forward and backward.
  */
 import * as tf from '@tensorflow/tfjs';
 import { checkNumber, checkShape, checkShapes } from './errors.js';
@@ -26,6 +28,15 @@ export interface DispatchPlan {
   readonly allTokenIds: tf.Tensor1D;
   /** All kept assignments' flat slots in group order, `[sum(counts)]` int32. */
   readonly allSlotIds: tf.Tensor1D;
+  /**
+   * The groups of several experts, one after the other in the order given, as two new tensors (the
+   * caller owns them): what `concat` of their `tokenIds` / `slotIds` gives, without the concat.
+   *
+   * @param experts - expert indices in `[0, E)`
+   * @returns `[Σ counts[e]]` int32 token rows and flat slots
+   * @throws RangeError for an expert outside `[0, E)`
+   */
+  groupIds(experts: readonly number[]): { readonly tokenIds: tf.Tensor1D; readonly slotIds: tf.Tensor1D };
   /** Frees the plan's tensors (call it, or build the plan inside `tf.tidy`). */
   dispose(): void;
 }
@@ -46,43 +57,34 @@ export function planDispatch(expertIndices: tf.Tensor2D, numExperts: number, kee
   if (keepMask) checkShapes(op, { expertIndices: [expertIndices, ['N', 'K']], keepMask: [keepMask, ['N', 'K'], 'float32'] });
   const [numTokens, topK] = expertIndices.shape;
   const slots = numTokens * topK;
+  const experts = expertIndices.dataSync() as Int32Array; // [N·K]
+  const keep = keepMask ? (keepMask.dataSync() as Float32Array) : null; // [N·K]
 
-  const { sortedSlots, countsTensor, rangeOk } = tf.tidy(() => {
-    const flatExperts = expertIndices.reshape([slots]); // [N·K] int32
-    const inRange = tf.logicalAnd(tf.greaterEqual(flatExperts, 0), tf.less(flatExperts, numExperts)).all();
-    // A dropped slot is sorted after every expert's group (key E).
-    const keys = keepMask
-      ? tf.where(tf.greater(keepMask.reshape([slots]), 0), flatExperts, tf.fill([slots], numExperts, 'int32'))
-      : flatExperts; // [N·K] int32
-    // tf.topk is stable (equal values keep index order), so sorting -key gives experts ascending, slots ascending.
-    const order = tf.topk(tf.neg(keys.toFloat()), slots, true).indices; // [N·K] int32
-    const counts = tf.unsortedSegmentSum(tf.onesLike(keys).toFloat(), keys as tf.Tensor1D, numExperts + 1); // [E + 1]
-    return { sortedSlots: order, countsTensor: counts, rangeOk: inRange };
-  });
-  const valid = rangeOk.dataSync()[0] === 1;
-  const countValues = Array.from(countsTensor.dataSync(), (c) => Math.round(c));
-  rangeOk.dispose();
-  countsTensor.dispose();
-  if (!valid) {
-    sortedSlots.dispose();
-    const values = expertIndices.dataSync();
-    const bad = values.find((v) => v < 0 || v >= numExperts);
-    throw new RangeError(`${op}: 'expertIndices' must lie in [0, ${numExperts}), found ${bad}`);
+  // Counting sort, stable: expert ascending, then flat slot ascending. A dropped slot is in no group.
+  const counts = new Array<number>(numExperts).fill(0);
+  for (let slot = 0; slot < slots; slot++) {
+    const expert = experts[slot] as number;
+    if (!(expert >= 0 && expert < numExperts)) throw new RangeError(`${op}: 'expertIndices' must lie in [0, ${numExperts}), found ${expert}`);
+    if (keep === null || (keep[slot] as number) > 0) counts[expert] = (counts[expert] as number) + 1;
   }
-  const counts = countValues.slice(0, numExperts);
-  const kept = counts.reduce((a, b) => a + b, 0);
+  const starts = new Array<number>(numExperts + 1).fill(0);
+  counts.forEach((count, e) => (starts[e + 1] = (starts[e] as number) + count));
+  const kept = starts[numExperts] as number;
+  const sortedSlots = new Int32Array(kept);
+  const next = starts.slice(0, numExperts);
+  for (let slot = 0; slot < slots; slot++) {
+    if (keep !== null && !((keep[slot] as number) > 0)) continue;
+    const expert = experts[slot] as number;
+    sortedSlots[next[expert] as number] = slot;
+    next[expert] = (next[expert] as number) + 1;
+  }
+  const sortedTokens = sortedSlots.map((slot) => Math.floor(slot / topK));
+  const group = (values: Int32Array, e: number) => values.subarray(starts[e] as number, starts[e + 1] as number);
 
-  const allSlotIds = tf.tidy(() => sortedSlots.slice([0], [kept]) as tf.Tensor1D); // [M] int32
-  sortedSlots.dispose();
-  const allTokenIds = tf.tidy(() => tf.floorDiv(allSlotIds, tf.scalar(topK, 'int32')) as tf.Tensor1D); // [M] int32
-  const tokenIds: tf.Tensor1D[] = [];
-  const slotIds: tf.Tensor1D[] = [];
-  let offset = 0;
-  for (const count of counts) {
-    tokenIds.push(allTokenIds.slice([offset], [count]));
-    slotIds.push(allSlotIds.slice([offset], [count]));
-    offset += count;
-  }
+  const allSlotIds = tf.tensor1d(sortedSlots, 'int32'); // [M]
+  const allTokenIds = tf.tensor1d(sortedTokens, 'int32'); // [M]
+  const tokenIds = counts.map((_, e) => tf.tensor1d(group(sortedTokens, e), 'int32'));
+  const slotIds = counts.map((_, e) => tf.tensor1d(group(sortedSlots, e), 'int32'));
   const tensors = [allSlotIds, allTokenIds, ...tokenIds, ...slotIds];
   return {
     numExperts,
@@ -93,6 +95,21 @@ export function planDispatch(expertIndices: tf.Tensor2D, numExperts: number, kee
     slotIds,
     allTokenIds,
     allSlotIds,
+    groupIds: (chosen) => {
+      chosen.forEach((e) => {
+        if (!(Number.isInteger(e) && e >= 0 && e < numExperts)) throw new RangeError(`${op}: groupIds: expert ${e} is outside [0, ${numExperts})`);
+      });
+      const join = (values: Int32Array): Int32Array => {
+        const out = new Int32Array(chosen.reduce((total, e) => total + (counts[e] as number), 0));
+        let at = 0;
+        for (const e of chosen) {
+          out.set(group(values, e), at);
+          at += counts[e] as number;
+        }
+        return out;
+      };
+      return { tokenIds: tf.tensor1d(join(sortedTokens), 'int32'), slotIds: tf.tensor1d(join(sortedSlots), 'int32') };
+    },
     dispose: () => tf.dispose(tensors),
   };
 }

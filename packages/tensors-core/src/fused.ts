@@ -30,7 +30,7 @@ function runsFused(...tensors: readonly tf.Tensor[]): boolean {
 /**
  * Whether the fused ops use their native kernels right now (native acceleration active and the `wasm`
  * backend selected): {@link swiglu}, {@link gelu}, {@link rmsNorm}, {@link rotaryEmbedding}, and
- * `groupedSwigluFfn` and `adamwUpdate` of this package.
+ * `groupedSwigluFfn`, `causalAttention`, `softmaxCrossEntropy` and `adamwUpdate` of this package.
  *
  * @returns true when the next float32 call (of non-empty tensors) runs fused
  */

@@ -4,8 +4,12 @@
  * - {@link initBackend}: pick cpu / wasm / tensorflow and register the kernel fixes;
  * - {@link SeededRandom} and initialisers: reproducible numbers;
  * - {@link checkShape}, {@link checkNumber}: errors that name the op, the argument, expected and actual;
- * - fused ops ({@link swiglu}, {@link gelu}, {@link rmsNorm}, {@link rotaryEmbedding}) and the optimiser op {@link adamwUpdate}, one
+ * - fused ops ({@link swiglu}, {@link gelu}, {@link rmsNorm}, {@link rotaryEmbedding}) and the optimiser ops {@link adamwUpdate} and {@link sumOfSquares}, one
  *   native kernel each where acceleration is active;
+ * - {@link causalAttention}: causal self-attention over every head in one op (one native kernel each
+ *   way where acceleration is active);
+ * - {@link softmaxCrossEntropy}: the per-token loss of a language model from its logits (one native
+ *   kernel each way where acceleration is active);
  * - dispatch primitives for sparse MoE layers, and {@link groupedSwigluFfn} to run every FFN expert
  *   of a layer in one op; FLOP and parameter accounting.
  *
@@ -35,8 +39,10 @@ export {
   type KernelFixInfo,
 } from './kernels/index.js';
 export { swiglu, gelu, rmsNorm, rotaryEmbedding, fusedOpsActive } from './fused.js';
+export { causalAttention } from './attention.js';
+export { softmaxCrossEntropy } from './cross-entropy.js';
 export { groupedSwigluFfn } from './grouped-ffn.js';
-export { adamwUpdate, type AdamWUpdate, type AdamWUpdateScalars } from './optim.js';
+export { adamwUpdate, sumOfSquares, type AdamWUpdate, type AdamWUpdateScalars } from './optim.js';
 export * from './expert-kinds.js';
 export * from './dispatch.js';
 export * from './accounting.js';

@@ -2,7 +2,7 @@ import * as tf from '@tensorflow/tfjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { accelerationStatus, suspendAcceleration } from './accel.js';
 import { ConfigError, ShapeError } from './errors.js';
-import { adamwUpdate, type AdamWUpdateScalars } from './optim.js';
+import { adamwUpdate, sumOfSquares, type AdamWUpdateScalars } from './optim.js';
 import { SeededRandom } from './random.js';
 import { expectNoLeak, valuesOn, withBackend, type TensorValues } from './testing.js';
 
@@ -25,8 +25,9 @@ function scalarsAt(t: number, lr: number, decay: boolean): AdamWUpdateScalars {
 /** The update on plain numbers, every operation rounded to float32 in the composite form's order. */
 function reference(w: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, s: AdamWUpdateScalars): Float32Array[] {
   const [weight, first, second] = [new Float32Array(w.length), new Float32Array(w.length), new Float32Array(w.length)];
+  const scale = f32(s.gradientScale ?? 1);
   for (let i = 0; i < w.length; i++) {
-    const gi = g[i] as number;
+    const gi = f32((g[i] as number) * scale);
     const mi = f32(f32((m[i] as number) * f32(s.beta1)) + f32(gi * f32(1 - s.beta1)));
     const vi = f32(f32((v[i] as number) * f32(s.beta2)) + f32(f32(gi * gi) * f32(1 - s.beta2)));
     const denominator = f32(f32(f32(Math.sqrt(vi)) * f32(s.inverseRootCorrection2)) + f32(s.epsilon));
@@ -86,15 +87,15 @@ describe.each(PATHS)('adamwUpdate on wasm: $path', ({ accelerated }) => {
   });
 
   it.each([
-    { shape: [1], t: 1, decay: true },
-    { shape: [7], t: 3, decay: false },
-    { shape: [3, 5], t: 1, decay: false },
-    { shape: [2, 3, 4], t: 10, decay: true },
-    { shape: [64, 33], t: 2, decay: true },
-    { shape: [1003], t: 500, decay: false },
-  ])('$shape at step $t, decay $decay: equals the float32 formula and cpu bit for bit, without leaks', async ({ shape, t, decay }) => {
+    { shape: [1], t: 1, decay: true, scale: 1 },
+    { shape: [7], t: 3, decay: false, scale: 0.25 },
+    { shape: [3, 5], t: 1, decay: false, scale: 1 },
+    { shape: [2, 3, 4], t: 10, decay: true, scale: 0.731 },
+    { shape: [64, 33], t: 2, decay: true, scale: 1 },
+    { shape: [1003], t: 500, decay: false, scale: 0.0137 },
+  ])('$shape at step $t, decay $decay, gradient scale $scale: equals the float32 formula and cpu bit for bit, without leaks', async ({ shape, t, decay, scale }) => {
     const [w, g, m, v] = randomState(sizeOf(shape), sizeOf(shape) + t) as [Float32Array, Float32Array, Float32Array, Float32Array];
-    const scalars = scalarsAt(t, 5e-4, decay);
+    const scalars = { ...scalarsAt(t, 5e-4, decay), ...(scale === 1 ? {} : { gradientScale: scale }) };
     const compute = (): tf.Tensor[] => {
       const update = adamwUpdate(tf.tensor(w, shape), tf.tensor(g, shape), tf.tensor(m, shape), tf.tensor(v, shape), scalars);
       return [update.weight, update.firstMoment, update.secondMoment];
@@ -168,6 +169,46 @@ describe('adamwUpdate: argument checks', () => {
     expect(call({ stepSize: Number.NaN })).toThrow(/'stepSize'/);
     expect(call({ inverseRootCorrection2: 0 })).toThrow(/'inverseRootCorrection2' must be a finite number > 0/);
     expect(call({ decayFactor: Infinity })).toThrow(/'decayFactor'/);
+    expect(call({ gradientScale: -0.5 })).toThrow(/adamwUpdate: 'gradientScale' must be a finite number >= 0/);
     tf.dispose(weight);
+  });
+});
+
+describe.each(PATHS)('sumOfSquares on wasm: $path', ({ accelerated }) => {
+  let resume: (() => void) | undefined;
+  beforeAll(() => {
+    if (!accelerated) resume = suspendAcceleration();
+  });
+  afterAll(() => resume?.());
+
+  it('adds the squares of every element of every tensor (float64 reference), in one kernel when fused', async () => {
+    const shapes = [[3, 5], [7], [0, 4], [2, 3, 4], [1003]];
+    const arrays = shapes.map((shape, i) => randomState(sizeOf(shape), 40 + i)[0] as Float32Array);
+    const exact = arrays.reduce((sum, values) => sum + Array.from(values).reduce((s, x) => s + x * x, 0), 0);
+    await expectNoLeak(async () => {
+      await withBackend('wasm', async () => {
+        const tensors = shapes.map((shape, i) => tf.tensor(arrays[i] as Float32Array, shape));
+        const profile = await tf.profile(() => sumOfSquares(tensors));
+        const total = profile.result as tf.Scalar;
+        expect(total.shape).toEqual([]);
+        expect(total.dataSync()[0]).toBeCloseTo(exact, 3);
+        expect(Math.abs((total.dataSync()[0] as number) - exact) / exact).toBeLessThan(1e-6);
+        expect(profile.kernelNames.includes('MoeppSumOfSquares')).toBe(accelerated);
+        if (accelerated) expect(profile.kernelNames).toEqual(['MoeppSumOfSquares']);
+        tf.dispose([total, ...tensors]);
+      });
+      const cpu = await valuesOn('cpu', () => [sumOfSquares(shapes.map((shape, i) => tf.tensor(arrays[i] as Float32Array, shape)))]);
+      expect(Math.abs((cpu[0]?.values[0] as number) - exact) / exact).toBeLessThan(1e-6);
+    });
+  });
+
+  it('is 0 for no tensors and rejects a tensor that is not float32, naming its position', async () => {
+    await withBackend('wasm', async () => {
+      const zero = sumOfSquares([]);
+      expect(zero.dataSync()[0]).toBe(0);
+      const [a, ints] = [tf.ones([2]), tf.ones([2], 'int32')];
+      expect(() => sumOfSquares([a, ints])).toThrow(new ConfigError('sumOfSquares: tensor 1 must be float32, got int32'));
+      tf.dispose([zero, a, ints]);
+    });
   });
 });

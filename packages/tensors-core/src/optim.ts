@@ -4,7 +4,8 @@
  *
  * | op | computes | composite form |
  * |---|---|---|
- * | {@link adamwUpdate} | new weight and moments of PyTorch's `torch.optim.AdamW` | 8 × `mul`, 3 × `add` / `sub`, `square`, `sqrt`, `div` |
+ * | {@link adamwUpdate} | new weight and moments of PyTorch's `torch.optim.AdamW` (optionally of a scaled gradient) | 8 × `mul`, 3 × `add` / `sub`, `square`, `sqrt`, `div` |
+ * | {@link sumOfSquares} | `Σ x²` over many tensors (the squared global norm of gradient clipping) | per tensor `square` and `sum`, then `addN` |
  *
  * The fused kernel (`MoeppAdamW`) runs on the native addon (see `accel.ts`) on the `wasm` backend
  * while native acceleration is active. It rounds every operation to float32 in the composite form's
@@ -35,6 +36,11 @@ export interface AdamWUpdateScalars {
   readonly inverseRootCorrection2: number;
   /** `1 − lr·λ` for decoupled weight decay λ, or 1 for a parameter that does not decay; finite. */
   readonly decayFactor: number;
+  /**
+   * Multiplies the gradient before the update: the factor of gradient clipping by global norm (see
+   * {@link sumOfSquares}), so that clipping costs no pass of its own. Finite, >= 0. Default 1.
+   */
+  readonly gradientScale?: number;
 }
 
 /** The result of {@link adamwUpdate}: three new tensors, each the parameter's shape, float32. */
@@ -51,7 +57,7 @@ export interface AdamWUpdate {
  * The composite form: the tfjs ops `@moepp/trainers`' AdamW ran before this op existed, in the same order.
  *
  * @param weight - any shape
- * @param gradient - the weight's shape
+ * @param rawGradient - the weight's shape, before `gradientScale`
  * @param firstMoment - the weight's shape
  * @param secondMoment - the weight's shape
  * @param scalars - validated
@@ -59,13 +65,16 @@ export interface AdamWUpdate {
  */
 function adamwUpdateComposite(
   weight: tf.Tensor,
-  gradient: tf.Tensor,
+  rawGradient: tf.Tensor,
   firstMoment: tf.Tensor,
   secondMoment: tf.Tensor,
   scalars: AdamWUpdateScalars,
 ): AdamWUpdate {
   const { beta1, beta2, epsilon, stepSize, inverseRootCorrection2, decayFactor } = scalars;
+  const gradientScale = scalars.gradientScale ?? 1;
   return tf.tidy(() => {
+    // the clipping multiply as a separate op, as the trainer ran it before the scale moved in here
+    const gradient = gradientScale === 1 ? rawGradient : tf.mul(rawGradient, gradientScale);
     const first = tf.add(tf.mul(firstMoment, beta1), tf.mul(gradient, 1 - beta1));
     const second = tf.add(tf.mul(secondMoment, beta2), tf.mul(tf.square(gradient), 1 - beta2));
     const denominator = tf.add(tf.mul(tf.sqrt(second), inverseRootCorrection2), epsilon);
@@ -78,6 +87,7 @@ function adamwUpdateComposite(
 /**
  * One AdamW update of one parameter (Loshchilov & Hutter; PyTorch's `torch.optim.AdamW`), in float32:
  *
+ *     g  = gradientScale · gradient                      (1 unless clipping)
  *     m' = β1·m + (1 − β1)·g
  *     v' = β2·v + (1 − β2)·g²
  *     w' = w·decayFactor − stepSize · m' / (√v' · inverseRootCorrection2 + ε)
@@ -133,6 +143,7 @@ export function adamwUpdate(
     stepSize: checkNumber(op, 'stepSize', scalars.stepSize, { min: 0 }),
     inverseRootCorrection2: checkNumber(op, 'inverseRootCorrection2', scalars.inverseRootCorrection2, { greaterThan: 0 }),
     decayFactor: checkNumber(op, 'decayFactor', scalars.decayFactor),
+    gradientScale: checkNumber(op, 'gradientScale', scalars.gradientScale ?? 1, { min: 0 }),
   };
   if (!fusedOpsActive() || weight.size === 0) {
     return adamwUpdateComposite(weight, gradient, firstMoment, secondMoment, checked);
@@ -143,4 +154,31 @@ export function adamwUpdate(
     { ...checked } as unknown as tf.NamedAttrMap,
   ) as [tf.Tensor, tf.Tensor, tf.Tensor];
   return { weight: updated, firstMoment: first, secondMoment: second };
+}
+
+/**
+ * The sum of the squares of every element of several tensors: the squared global L2 norm that gradient
+ * clipping needs (`√` of it is PyTorch's `clip_grad_norm_` total norm). One native pass over all the
+ * tensors when fused ops are active (accumulated in float64, so it can differ from the composite form
+ * in the last float32 bits); otherwise `addN(sum(square(x_i)))` in float32.
+ *
+ * @example
+ * ```ts
+ * const norm = Math.sqrt(sumOfSquares(gradients).dataSync()[0]!);
+ * ```
+ *
+ * @param tensors - float32 tensors of any shapes (not disposed); may be empty
+ * @returns a float32 scalar (0 for an empty list or empty tensors)
+ * @throws {@link ConfigError} naming the position of a tensor that is not float32
+ */
+export function sumOfSquares(tensors: readonly tf.Tensor[]): tf.Scalar {
+  tensors.forEach((tensor, i) => {
+    if (tensor.dtype !== 'float32') throw new ConfigError(`sumOfSquares: tensor ${i} must be float32, got ${tensor.dtype}`);
+  });
+  if (tensors.length === 0) return tf.scalar(0);
+  if (fusedOpsActive()) {
+    const inputs = Object.fromEntries(tensors.map((tensor, i) => [`x${i}`, tensor]));
+    return tf.engine().runKernel(FUSED_KERNELS.sumOfSquares, inputs as unknown as tf.NamedTensorMap) as tf.Scalar;
+  }
+  return tf.tidy(() => tf.addN(tensors.map((tensor) => tf.sum(tf.square(tensor)))) as tf.Scalar);
 }

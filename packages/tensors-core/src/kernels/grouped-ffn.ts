@@ -1,7 +1,8 @@
 /**
  * wasm kernels of `groupedSwigluFfn` (`../grouped-ffn.ts`): every SwiGLU FFN expert of a layer on
  * its own block of rows, in one kernel forward and one backward. They loop over the groups in
- * TypeScript and call the native addon's `sgemm` with row offsets into the `[M, ·]` buffers, and its
+ * TypeScript to list the products with row offsets into the `[M, ·]` buffers, hand each list to the
+ * native addon's `sgemmList` (which runs the products in parallel, each whole on one thread), and its
  * `swiglu` / `swigluGrad` once over all `M` rows. Registered for `wasm` only and called only while
  * native acceleration is active; otherwise the op runs as composite tfjs ops.
  *
@@ -21,7 +22,8 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
-import { floatOffset, requireAccel } from './heap.js';
+import { floatOffset, requireAccel, runProducts } from './heap.js';
+import { allocateOutputs, currentHeap, registerWasmKernels, requireInput, type NativeKernelArgs } from './native-kernel.js';
 
 /** Element offset of a float32 tensor in the wasm heap (see `floatOffset`). */
 const offsetOf = (backend: BackendWasm, info: TensorInfo): number => floatOffset(backend, info, 'grouped FFN kernel');
@@ -40,12 +42,6 @@ export const groupedWeightInput = {
   down: (g: number): string => `downWeight${g}`,
 } as const;
 
-interface KernelArgs {
-  inputs: tf.NamedTensorInfoMap;
-  backend: {};
-  attrs?: tf.NamedAttrMap;
-}
-
 /** The sizes both kernels read from their inputs and attributes. */
 interface GroupedPlan {
   /** Rows per group; length G. */
@@ -62,21 +58,8 @@ interface GroupedPlan {
   readonly downWeights: readonly TensorInfo[];
 }
 
-
-const shapeText = (info: TensorInfo): string => `[${info.shape.join(', ')}]`;
-
-function requireInput(kernelName: string, inputs: tf.NamedTensorInfoMap, name: string, shape: readonly number[]): TensorInfo {
-  const info = inputs[name];
-  if (info === undefined) throw new Error(`${kernelName}: missing input '${name}'`);
-  if (info.dtype !== 'float32') throw new Error(`${kernelName}: '${name}' must be float32, got ${info.dtype}`);
-  if (info.shape.length !== shape.length || info.shape.some((size, axis) => size !== shape[axis])) {
-    throw new Error(`${kernelName}: '${name}' must have shape [${shape.join(', ')}], got ${shapeText(info)}`);
-  }
-  return info;
-}
-
 /** Reads `groupSizes` and the weights, and checks that every shape agrees with `rows` `[M, D]`. */
-function planGroups(kernelName: string, args: KernelArgs, rows: TensorInfo | undefined): GroupedPlan {
+function planGroups(kernelName: string, args: NativeKernelArgs, rows: TensorInfo | undefined): GroupedPlan {
   if (rows === undefined || rows.shape.length !== 2) throw new Error(`${kernelName}: 'rows' must be [M, D]`);
   const groupSizes = args.attrs?.groupSizes;
   if (!Array.isArray(groupSizes) || groupSizes.length === 0 || !groupSizes.every((n) => Number.isInteger(n) && (n as number) >= 0)) {
@@ -99,25 +82,7 @@ function planGroups(kernelName: string, args: KernelArgs, rows: TensorInfo | und
   return { groupSizes: sizes, starts, m, d, f, upWeights, downWeights };
 }
 
-
-/** Allocates float32 tensors; on failure disposes the ones already made. */
-function allocate(backend: BackendWasm, shapes: ReadonlyArray<readonly number[]>): TensorInfo[] {
-  const made: TensorInfo[] = [];
-  try {
-    for (const shape of shapes) made.push(backend.makeOutput([...shape], 'float32'));
-  } catch (error) {
-    for (const info of made) backend.disposeData(info.dataId);
-    throw error;
-  }
-  return made;
-}
-
-/** The whole wasm heap, read after the last allocation (growing the heap replaces its buffer). */
-function currentHeap(backend: BackendWasm, any: TensorInfo): ArrayBuffer {
-  return backend.typedArrayFromHeap(any).buffer as ArrayBuffer;
-}
-
-function groupedForwardKernel(args: KernelArgs): TensorInfo[] {
+function groupedForwardKernel(args: NativeKernelArgs): TensorInfo[] {
   const kernelName = GROUPED_FFN_KERNELS.forward;
   const accel = requireAccel(kernelName);
   const backend = args.backend as BackendWasm;
@@ -128,7 +93,7 @@ function groupedForwardKernel(args: KernelArgs): TensorInfo[] {
   const rowsOffset = offsetOf(backend, rows as TensorInfo);
   const upWeightOffsets = plan.upWeights.map((info) => offsetOf(backend, info));
   const downWeightOffsets = plan.downWeights.map((info) => offsetOf(backend, info));
-  const outputs = allocate(backend, [
+  const outputs = allocateOutputs(backend, [
     [m, d], // y
     [m, 2 * f], // up (pre-activation)
     [m, f], // hidden = swiglu(up)
@@ -139,17 +104,25 @@ function groupedForwardKernel(args: KernelArgs): TensorInfo[] {
     const upOffset = offsetOf(backend, up);
     const hiddenOffset = offsetOf(backend, hidden);
     const heap = currentHeap(backend, y);
-    groupSizes.forEach((n, g) => {
-      const start = starts[g] as number;
-      // up_g [n, 2F] = rows_g [n, D] · upWeight_g [D, 2F]
-      accel.sgemm(heap, false, false, n, 2 * f, d, 1, rowsOffset + start * d, d, 0, upWeightOffsets[g] as number, 2 * f, 0, 0, upOffset + start * 2 * f, 2 * f, 0, 1);
-    });
+    // up_g [n, 2F] = rows_g [n, D] · upWeight_g [D, 2F]
+    runProducts(
+      accel,
+      heap,
+      groupSizes.map((n, g) => {
+        const start = starts[g] as number;
+        return { transposeA: false, transposeB: false, m: n, n: 2 * f, k: d, aOffset: rowsOffset + start * d, lda: d, bOffset: upWeightOffsets[g] as number, ldb: 2 * f, cOffset: upOffset + start * 2 * f, ldc: 2 * f };
+      }),
+    );
     accel.swiglu(heap, upOffset, hiddenOffset, m, f); // hidden [M, F], all groups at once
-    groupSizes.forEach((n, g) => {
-      const start = starts[g] as number;
-      // y_g [n, D] = hidden_g [n, F] · downWeight_g [F, D]
-      accel.sgemm(heap, false, false, n, d, f, 1, hiddenOffset + start * f, f, 0, downWeightOffsets[g] as number, d, 0, 0, yOffset + start * d, d, 0, 1);
-    });
+    // y_g [n, D] = hidden_g [n, F] · downWeight_g [F, D]
+    runProducts(
+      accel,
+      heap,
+      groupSizes.map((n, g) => {
+        const start = starts[g] as number;
+        return { transposeA: false, transposeB: false, m: n, n: d, k: f, aOffset: hiddenOffset + start * f, lda: f, bOffset: downWeightOffsets[g] as number, ldb: d, cOffset: yOffset + start * d, ldc: d };
+      }),
+    );
   } catch (error) {
     for (const info of outputs) backend.disposeData(info.dataId);
     throw error;
@@ -157,7 +130,7 @@ function groupedForwardKernel(args: KernelArgs): TensorInfo[] {
   return outputs;
 }
 
-function groupedBackwardKernel(args: KernelArgs): TensorInfo[] {
+function groupedBackwardKernel(args: NativeKernelArgs): TensorInfo[] {
   const kernelName = GROUPED_FFN_KERNELS.backward;
   const accel = requireAccel(kernelName);
   const backend = args.backend as BackendWasm;
@@ -174,14 +147,14 @@ function groupedBackwardKernel(args: KernelArgs): TensorInfo[] {
   const hiddenOffset = offsetOf(backend, hidden);
   const upWeightOffsets = plan.upWeights.map((info) => offsetOf(backend, info));
   const downWeightOffsets = plan.downWeights.map((info) => offsetOf(backend, info));
-  const outputs = allocate(backend, [
+  const outputs = allocateOutputs(backend, [
     [m, d], // dRows
     ...groupSizes.map(() => [d, 2 * f]), // dUpWeight_g
     ...groupSizes.map(() => [f, d]), // dDownWeight_g
   ]);
   let scratch: TensorInfo[] = [];
   try {
-    scratch = allocate(backend, [
+    scratch = allocateOutputs(backend, [
       [m, f], // dHidden
       [m, 2 * f], // dUp
     ]);
@@ -192,22 +165,32 @@ function groupedBackwardKernel(args: KernelArgs): TensorInfo[] {
     const dHiddenOffset = offsetOf(backend, dHidden);
     const dUpOffset = offsetOf(backend, dUp);
     const heap = currentHeap(backend, dUp);
-    groupSizes.forEach((n, g) => {
-      const start = starts[g] as number;
-      // dHidden_g [n, F] = dy_g [n, D] · downWeight_gᵀ ([F, D] read transposed)
-      accel.sgemm(heap, false, true, n, f, d, 1, dyOffset + start * d, d, 0, downWeightOffsets[g] as number, d, 0, 0, dHiddenOffset + start * f, f, 0, 1);
-    });
+    // dHidden_g [n, F] = dy_g [n, D] · downWeight_gᵀ ([F, D] read transposed)
+    runProducts(
+      accel,
+      heap,
+      groupSizes.map((n, g) => {
+        const start = starts[g] as number;
+        return { transposeA: false, transposeB: true, m: n, n: f, k: d, aOffset: dyOffset + start * d, lda: d, bOffset: downWeightOffsets[g] as number, ldb: d, cOffset: dHiddenOffset + start * f, ldc: f };
+      }),
+    );
     accel.swigluGrad(heap, dHiddenOffset, upOffset, dUpOffset, m, f); // dUp [M, 2F], all groups at once
-    groupSizes.forEach((n, g) => {
-      const start = starts[g] as number;
-      // k = n: an empty group gets zeros (the addon writes beta·C = 0 without touching A or B)
-      // dDownWeight_g [F, D] = hidden_gᵀ ([n, F] read transposed) · dy_g [n, D]
-      accel.sgemm(heap, true, false, f, d, n, 1, hiddenOffset + start * f, f, 0, dyOffset + start * d, d, 0, 0, dDownWeightOffsets[g] as number, d, 0, 1);
-      // dUpWeight_g [D, 2F] = rows_gᵀ ([n, D] read transposed) · dUp_g [n, 2F]
-      accel.sgemm(heap, true, false, d, 2 * f, n, 1, rowsOffset + start * d, d, 0, dUpOffset + start * 2 * f, 2 * f, 0, 0, dUpWeightOffsets[g] as number, 2 * f, 0, 1);
-      // dRows_g [n, D] = dUp_g [n, 2F] · upWeight_gᵀ ([D, 2F] read transposed)
-      accel.sgemm(heap, false, true, n, d, 2 * f, 1, dUpOffset + start * 2 * f, 2 * f, 0, upWeightOffsets[g] as number, 2 * f, 0, 0, dRowsOffset + start * d, d, 0, 1);
-    });
+    // k = n: an empty group gets zeros (the addon writes beta·C = 0 without touching A or B)
+    runProducts(
+      accel,
+      heap,
+      groupSizes.flatMap((n, g) => {
+        const start = starts[g] as number;
+        return [
+          // dDownWeight_g [F, D] = hidden_gᵀ ([n, F] read transposed) · dy_g [n, D]
+          { transposeA: true, transposeB: false, m: f, n: d, k: n, aOffset: hiddenOffset + start * f, lda: f, bOffset: dyOffset + start * d, ldb: d, cOffset: dDownWeightOffsets[g] as number, ldc: d },
+          // dUpWeight_g [D, 2F] = rows_gᵀ ([n, D] read transposed) · dUp_g [n, 2F]
+          { transposeA: true, transposeB: false, m: d, n: 2 * f, k: n, aOffset: rowsOffset + start * d, lda: d, bOffset: dUpOffset + start * 2 * f, ldb: 2 * f, cOffset: dUpWeightOffsets[g] as number, ldc: 2 * f },
+          // dRows_g [n, D] = dUp_g [n, 2F] · upWeight_gᵀ ([D, 2F] read transposed)
+          { transposeA: false, transposeB: true, m: n, n: d, k: 2 * f, aOffset: dUpOffset + start * 2 * f, lda: 2 * f, bOffset: upWeightOffsets[g] as number, ldb: 2 * f, cOffset: dRowsOffset + start * d, ldc: d },
+        ];
+      }),
+    );
   } catch (error) {
     for (const info of outputs) backend.disposeData(info.dataId);
     throw error;
@@ -227,7 +210,5 @@ const KERNELS: ReadonlyArray<[string, tf.KernelFunc]> = [
  * them registered and leaves them).
  */
 export function registerGroupedFfnKernels(): void {
-  for (const [kernelName, kernelFunc] of KERNELS) {
-    if (tf.getKernel(kernelName, 'wasm') === undefined) tf.registerKernel({ kernelName, backendName: 'wasm', kernelFunc });
-  }
+  registerWasmKernels(KERNELS);
 }

@@ -7,7 +7,7 @@
  */
 import type * as tf from '@tensorflow/tfjs';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
-import { activeAccel, type NativeAccel } from '../accel.js';
+import { activeAccel, SGEMM_LIST_FIELDS, type NativeAccel } from '../accel.js';
 
 /** A typed view of the whole wasm heap for one element size. */
 export type HeapArray = Float32Array | Int32Array | Uint8Array;
@@ -83,4 +83,46 @@ export function requireAccel(kernelName: string): NativeAccel {
   const accel = activeAccel();
   if (accel === null) throw new Error(`${kernelName}: native acceleration is not active (the op should have used its composite form)`);
   return accel;
+}
+
+/** One product `C = alpha·op(A)·op(B) + beta·C` of {@link runProducts}; offsets in floats, row-major. */
+export interface HeapProduct {
+  readonly transposeA: boolean;
+  readonly transposeB: boolean;
+  /** Rows of `op(A)` and `C`. */
+  readonly m: number;
+  /** Columns of `op(B)` and `C`. */
+  readonly n: number;
+  /** Columns of `op(A)`, rows of `op(B)` (0 writes `beta·C`). */
+  readonly k: number;
+  readonly aOffset: number;
+  readonly lda: number;
+  readonly bOffset: number;
+  readonly ldb: number;
+  readonly cOffset: number;
+  readonly ldc: number;
+  /** Default 1. */
+  readonly alpha?: number;
+  /** Default 0 (C is overwritten). */
+  readonly beta?: number;
+}
+
+/**
+ * Runs independent products in one native call (`sgemmList`): the addon spreads them over its
+ * threads, each product whole on one thread, which beats OpenBLAS's own threading on small products.
+ * No product may write where another reads or writes (the addon checks and throws).
+ *
+ * @param accel - the active addon
+ * @param heap - the current wasm heap buffer (read it after the last allocation)
+ * @param products - the products
+ */
+export function runProducts(accel: NativeAccel, heap: ArrayBuffer, products: readonly HeapProduct[]): void {
+  const fields = new Float64Array(products.length * SGEMM_LIST_FIELDS);
+  products.forEach((p, i) => {
+    fields.set(
+      [p.transposeA ? 1 : 0, p.transposeB ? 1 : 0, p.m, p.n, p.k, p.alpha ?? 1, p.aOffset, p.lda, p.bOffset, p.ldb, p.beta ?? 0, p.cOffset, p.ldc],
+      i * SGEMM_LIST_FIELDS,
+    );
+  });
+  accel.sgemmList(heap, fields);
 }

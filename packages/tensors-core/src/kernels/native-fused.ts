@@ -12,11 +12,13 @@
  * | `MoeppRmsNorm` | `x` `[..., D]`, `weight` `[D]`; attr `eps` | `y` `[..., D]`, `invRms` `[rows]` |
  * | `MoeppRmsNormGrad` | `dy`, `x` `[..., D]`, `weight` `[D]`, `invRms` `[rows]` | `dx` `[..., D]`, `dWeight` `[D]` |
  * | `MoeppRotary` | `x` `[..., T, hd]`, `cos`, `sin` `[T, hd/2]`; attr `inverse` | `x` rotated (by −angle when `inverse`), same shape |
- * | `MoeppAdamW` | `weight`, `gradient`, `firstMoment`, `secondMoment` (same shape); attrs `beta1`, `beta2`, `epsilon`, `stepSize`, `inverseRootCorrection2`, `decayFactor` | new `weight`, `firstMoment`, `secondMoment` |
+ * | `MoeppAdamW` | `weight`, `gradient`, `firstMoment`, `secondMoment` (same shape); attrs `beta1`, `beta2`, `epsilon`, `stepSize`, `inverseRootCorrection2`, `decayFactor`, `gradientScale` | new `weight`, `firstMoment`, `secondMoment` |
+ * | `MoeppSumOfSquares` | `x0`, `x1`, … (any shapes) | `[]` `Σ x²` over all of them (accumulated in float64) |
  */
 import * as tf from '@tensorflow/tfjs';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import { floatOffset, requireAccel } from './heap.js';
+import { registerWasmKernels, requireFloat32, sizeOf, withOutputs, type NativeKernelArgs } from './native-kernel.js';
 
 /** Element offset of a float32 tensor in the wasm heap (see `floatOffset`). */
 const offsetOf = (backend: BackendWasm, info: TensorInfo): number => floatOffset(backend, info, 'fused kernel');
@@ -32,38 +34,11 @@ export const FUSED_KERNELS = {
   rmsNorm: 'MoeppRmsNorm',
   rmsNormGrad: 'MoeppRmsNormGrad',
   adamw: 'MoeppAdamW',
+  sumOfSquares: 'MoeppSumOfSquares',
   rotary: 'MoeppRotary',
 } as const;
 
-interface KernelArgs {
-  inputs: tf.NamedTensorInfoMap;
-  backend: {};
-  attrs?: tf.NamedAttrMap;
-}
-
-
-function requireFloat32(kernelName: string, name: string, info: TensorInfo): void {
-  if (info.dtype !== 'float32') throw new Error(`${kernelName}: '${name}' must be float32, got ${info.dtype}`);
-}
-
-
-const sizeOf = (shape: readonly number[]): number => shape.reduce((p, d) => p * d, 1);
-
-/** Makes outputs, then hands the current heap to `fill` (views and offsets are read after every allocation). */
-function withOutputs(backend: BackendWasm, shapes: ReadonlyArray<readonly number[]>, fill: (heap: ArrayBuffer, outputs: TensorInfo[]) => void): TensorInfo[] {
-  const outputs: TensorInfo[] = [];
-  try {
-    for (const shape of shapes) outputs.push(backend.makeOutput([...shape], 'float32'));
-    const first = outputs[0] as TensorInfo;
-    fill(backend.typedArrayFromHeap(first).buffer as ArrayBuffer, outputs);
-  } catch (error) {
-    for (const output of outputs) backend.disposeData(output.dataId);
-    throw error;
-  }
-  return outputs;
-}
-
-function swigluKernel(args: KernelArgs): TensorInfo {
+function swigluKernel(args: NativeKernelArgs): TensorInfo {
   const accel = requireAccel(FUSED_KERNELS.swiglu);
   const backend = args.backend as BackendWasm;
   const { up } = args.inputs as { up: TensorInfo };
@@ -77,7 +52,7 @@ function swigluKernel(args: KernelArgs): TensorInfo {
   return out as TensorInfo;
 }
 
-function swigluGradKernel(args: KernelArgs): TensorInfo {
+function swigluGradKernel(args: NativeKernelArgs): TensorInfo {
   const accel = requireAccel(FUSED_KERNELS.swigluGrad);
   const backend = args.backend as BackendWasm;
   const { dy, up } = args.inputs as { dy: TensorInfo; up: TensorInfo };
@@ -93,7 +68,7 @@ function swigluGradKernel(args: KernelArgs): TensorInfo {
   return dUp as TensorInfo;
 }
 
-function geluKernel(args: KernelArgs): TensorInfo {
+function geluKernel(args: NativeKernelArgs): TensorInfo {
   const accel = requireAccel(FUSED_KERNELS.gelu);
   const backend = args.backend as BackendWasm;
   const { x } = args.inputs as { x: TensorInfo };
@@ -105,7 +80,7 @@ function geluKernel(args: KernelArgs): TensorInfo {
   return y as TensorInfo;
 }
 
-function geluGradKernel(args: KernelArgs): TensorInfo {
+function geluGradKernel(args: NativeKernelArgs): TensorInfo {
   const accel = requireAccel(FUSED_KERNELS.geluGrad);
   const backend = args.backend as BackendWasm;
   const { dy, x } = args.inputs as { dy: TensorInfo; x: TensorInfo };
@@ -119,7 +94,7 @@ function geluGradKernel(args: KernelArgs): TensorInfo {
   return dx as TensorInfo;
 }
 
-function rmsNormKernel(args: KernelArgs): TensorInfo[] {
+function rmsNormKernel(args: NativeKernelArgs): TensorInfo[] {
   const accel = requireAccel(FUSED_KERNELS.rmsNorm);
   const backend = args.backend as BackendWasm;
   const { x, weight } = args.inputs as { x: TensorInfo; weight: TensorInfo };
@@ -136,7 +111,7 @@ function rmsNormKernel(args: KernelArgs): TensorInfo[] {
   });
 }
 
-function rmsNormGradKernel(args: KernelArgs): TensorInfo[] {
+function rmsNormGradKernel(args: NativeKernelArgs): TensorInfo[] {
   const accel = requireAccel(FUSED_KERNELS.rmsNormGrad);
   const backend = args.backend as BackendWasm;
   const { dy, x, weight, invRms } = args.inputs as { dy: TensorInfo; x: TensorInfo; weight: TensorInfo; invRms: TensorInfo };
@@ -165,7 +140,7 @@ function rmsNormGradKernel(args: KernelArgs): TensorInfo[] {
   });
 }
 
-function adamwKernel(args: KernelArgs): TensorInfo[] {
+function adamwKernel(args: NativeKernelArgs): TensorInfo[] {
   const accel = requireAccel(FUSED_KERNELS.adamw);
   const backend = args.backend as BackendWasm;
   const inputs = args.inputs as { weight: TensorInfo; gradient: TensorInfo; firstMoment: TensorInfo; secondMoment: TensorInfo };
@@ -175,7 +150,15 @@ function adamwKernel(args: KernelArgs): TensorInfo[] {
   for (const [name, info] of Object.entries(inputs)) {
     if (sizeOf(info.shape) !== n) throw new Error(`${FUSED_KERNELS.adamw}: '${name}' [${info.shape.join(', ')}] does not match 'weight' [${weight.shape.join(', ')}]`);
   }
-  const attrs = args.attrs as { beta1: number; beta2: number; epsilon: number; stepSize: number; inverseRootCorrection2: number; decayFactor: number };
+  const attrs = args.attrs as {
+    beta1: number;
+    beta2: number;
+    epsilon: number;
+    stepSize: number;
+    inverseRootCorrection2: number;
+    decayFactor: number;
+    gradientScale: number;
+  };
   return withOutputs(backend, [weight.shape, weight.shape, weight.shape], (heap, [weightOut, firstMomentOut, secondMomentOut]) => {
     if (n === 0) return;
     accel.adamw(
@@ -194,11 +177,30 @@ function adamwKernel(args: KernelArgs): TensorInfo[] {
       attrs.stepSize,
       attrs.inverseRootCorrection2,
       attrs.decayFactor,
+      attrs.gradientScale,
     );
   });
 }
 
-function rotaryKernel(args: KernelArgs): TensorInfo {
+function sumOfSquaresKernel(args: NativeKernelArgs): TensorInfo {
+  const accel = requireAccel(FUSED_KERNELS.sumOfSquares);
+  const backend = args.backend as BackendWasm;
+  const inputs = Object.values(args.inputs) as TensorInfo[];
+  for (const [name, info] of Object.entries(args.inputs)) requireFloat32(FUSED_KERNELS.sumOfSquares, name, info as TensorInfo);
+  const spans = new Float64Array(inputs.length * 2);
+  inputs.forEach((info, i) => {
+    const size = sizeOf(info.shape);
+    spans[2 * i] = size === 0 ? 0 : offsetOf(backend, info);
+    spans[2 * i + 1] = size;
+  });
+  const out = backend.makeOutput([], 'float32');
+  // The heap is read after the last allocation (makeOutput may grow it).
+  const view = backend.typedArrayFromHeap(out) as Float32Array;
+  view[0] = accel.sumOfSquares(view.buffer as ArrayBuffer, spans);
+  return out;
+}
+
+function rotaryKernel(args: NativeKernelArgs): TensorInfo {
   const accel = requireAccel(FUSED_KERNELS.rotary);
   const backend = args.backend as BackendWasm;
   const { x, cos, sin } = args.inputs as { x: TensorInfo; cos: TensorInfo; sin: TensorInfo };
@@ -227,6 +229,7 @@ const KERNELS: ReadonlyArray<[string, tf.KernelFunc]> = [
   [FUSED_KERNELS.rmsNorm, rmsNormKernel as unknown as tf.KernelFunc],
   [FUSED_KERNELS.rmsNormGrad, rmsNormGradKernel as unknown as tf.KernelFunc],
   [FUSED_KERNELS.adamw, adamwKernel as unknown as tf.KernelFunc],
+  [FUSED_KERNELS.sumOfSquares, sumOfSquaresKernel as tf.KernelFunc],
   [FUSED_KERNELS.rotary, rotaryKernel as tf.KernelFunc],
 ];
 
@@ -235,7 +238,5 @@ const KERNELS: ReadonlyArray<[string, tf.KernelFunc]> = [
  * them registered and leaves them).
  */
 export function registerFusedKernels(): void {
-  for (const [kernelName, kernelFunc] of KERNELS) {
-    if (tf.getKernel(kernelName, 'wasm') === undefined) tf.registerKernel({ kernelName, backendName: 'wasm', kernelFunc });
-  }
+  registerWasmKernels(KERNELS);
 }

@@ -27,6 +27,7 @@ const CASES: readonly SumCase[] = [
   { name: 'bias gradient: [N, D] over axis 0', shape: [37, 19], axis: 0, handled: true },
   { name: 'leading axes [2, 3, 5, 4] over [0, 1]', shape: [2, 3, 5, 4], axis: [0, 1], handled: true },
   { name: 'middle axis [3, 6, 5] over 1', shape: [3, 6, 5], axis: 1, handled: true },
+  { name: 'middle axis, large blocks [3, 130, 128] over 1 (a product per block when native)', shape: [3, 130, 128], axis: 1, handled: true },
   { name: 'middle axes [2, 3, 4, 5] over [1, 2], negative axis', shape: [2, 3, 4, 5], axis: [1, -2], handled: true },
   { name: 'a single row [1, 8] over 0', shape: [1, 8], axis: 0, handled: true },
   { name: 'innermost axis (stock)', shape: [7, 9], axis: 1, handled: false },

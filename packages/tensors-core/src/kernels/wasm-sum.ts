@@ -10,8 +10,8 @@
  * The fix views `x` as `[outer, reduce, inner]` (the reduced axes must be consecutive) and sums the
  * `reduce` rows of each `[reduce, inner]` block as the product `ones[1, reduce] · block`, through the
  * wasm `BatchMatMul` kernel (OpenBLAS with native acceleration, else XNNPACK; float32 accumulation,
- * as the stock kernel); with several blocks and no native acceleration, a plain float64 loop over the
- * wasm heap instead. Innermost reductions (`inner = 1`), non-float32 inputs and reductions over axes
+ * as the stock kernel); with several blocks and no native acceleration, or several small blocks, a
+ * plain float64 loop over the wasm heap instead. Innermost reductions (`inner = 1`), non-float32 inputs and reductions over axes
  * that are not consecutive go to the stock kernel unchanged. An empty input sums to zeros (the stock
  * kernel returned uninitialised memory).
  */
@@ -66,6 +66,9 @@ export function sumLeadingInto(out: Float32Array, x: Float32Array, outer: number
   }
 }
 
+/** Blocks of at least this many elements are summed by a product when there are several (native only). */
+const LARGE_BLOCK = 16384;
+
 function requireRegisteredKernel(kernelName: string): tf.KernelConfig {
   const config = registeredKernel(kernelName, 'wasm');
   if (config === undefined) throw new Error(`Sum: kernel '${kernelName}' is not registered for backend 'wasm'`);
@@ -95,9 +98,10 @@ export function wasmSum(args: SumArgs): TensorInfo {
   }
   const layout = blockLayout(x.shape, axes);
   if (x.dtype !== 'float32' || layout === null || layout.inner === 1) return stock.kernelFunc(args) as TensorInfo;
-  if (layout.outer === 1 || activeAccel() !== null) {
+  if (layout.outer === 1 || (activeAccel() !== null && layout.reduce * layout.inner >= LARGE_BLOCK)) {
     // Σ over rows = ones[1, R] · x[R, C]: a GEMM (OpenBLAS, or XNNPACK through the BatchMatMul fix)
-    // reads the rows at memory speed, ~10× the plain loop.
+    // reads the rows at memory speed, ~10× the plain loop. Many small blocks (the `[N, K, E]` one-hots
+    // of a router summed over K) stay with the loop: one tiny product per block costs more than it saves.
     const ones = backend.makeOutput([1, layout.reduce], 'float32');
     try {
       (backend.typedArrayFromHeap(ones) as Float32Array).fill(1);
