@@ -5,6 +5,7 @@
  * - {@link NoisyTopKRouter}: Shazeer et al. 2017 noisy top-k gating with importance and load losses;
  * - {@link ExpertChoiceRouter}: Zhou et al. 2022 expert choice;
  * - {@link MoEPlusPlusRouter}: the MoE++ pathway-aware router with gating residuals and every official switch;
+ *   its routing tail runs as one host-side op with its own gradient ({@link hostTokenChoiceRouting});
  * - capacity ({@link CapacityConfig}), aux losses as pure functions, routing statistics.
  *
  * Shape legend: `N` tokens, `D` model width, `E` experts, `K` top-k, `C` capacity.
@@ -26,6 +27,7 @@ export {
   type OfficialMoEPlusPlusConfig,
   type ZeroExpertGateRule,
 } from './moepp-router.js';
+export { GATE_SUM_FLOOR, hostTokenChoiceRouting, type HostRoutingResult, type HostRoutingSettings } from './host-routing.js';
 export {
   CAPACITY_MODES,
   CAPACITY_PRIORITIES,

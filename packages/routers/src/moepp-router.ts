@@ -23,11 +23,12 @@
  * input by `K`; this router reports it as {@link RouterOutput.expertInputScale} for the layer to apply.
  */
 import * as tf from '@tensorflow/tfjs';
-import { checkNumber, checkOneOf, ConfigError, describe, type ExpertKind, type SeededRandom } from '@moepp/tensors-core';
+import { checkNumber, checkOneOf, ConfigError, describe, isZeroComputation, type ExpertKind, type SeededRandom } from '@moepp/tensors-core';
 import type { CapacityConfig, CapacityPriority } from './capacity.js';
 import { checkPositiveInteger, checkRouteInputs, createWeight, kindIndicator, selectTopK, tidyRecord } from './common.js';
 import { heterogeneousLoadBalanceLoss, routerZLoss } from './losses.js';
-import { finishTokenChoice, resolveTokenChoiceConfig } from './token-choice.js';
+import { GATE_SUM_FLOOR, hostTokenChoiceRouting } from './host-routing.js';
+import { finishTokenChoice, resolveTokenChoiceConfig, type TokenChoiceDecision } from './token-choice.js';
 import type { RouteOptions, Router, RouterOutput } from './types.js';
 
 /** How the default (non-Mixtral) gating treats the zero expert's gate; see the module notes. */
@@ -81,6 +82,13 @@ export interface MoEPlusPlusRouterConfig {
   readonly capacityPriority?: CapacityPriority;
   /** `initializer_range`: std of the normal initialisation of every router weight. Default 0.02. */
   readonly initializerRange?: number;
+  /**
+   * Compute the routing tail (logits norm, softmax, top-k, gates, aux losses) as one host-side op with
+   * its own gradient ({@link hostTokenChoiceRouting}) instead of ~200 tfjs kernels per layer (forward
+   * and backward). Same values to float32 rounding. Used when there is no `tokenMask` and
+   * `useMixtralGating` is off; the composite form otherwise. Default true.
+   */
+  readonly hostRouting?: boolean;
   /** Generator for the initial weights. */
   readonly rng: SeededRandom;
 }
@@ -129,6 +137,8 @@ export class MoEPlusPlusRouter implements Router {
   readonly capacity: CapacityConfig;
   /** Who wins when an expert overflows. */
   readonly capacityPriority: CapacityPriority;
+  /** Whether the routing tail runs as the host-side op (see {@link MoEPlusPlusRouterConfig.hostRouting}). */
+  readonly hostRouting: boolean;
   /** `K` when the expert input is multiplied by `K` (see {@link RouterOutput.expertInputScale}), else 1. */
   readonly expertInputScale: number;
   readonly weights: Readonly<MoEPlusPlusRouterWeights & Record<string, tf.Variable>>;
@@ -160,6 +170,7 @@ export class MoEPlusPlusRouter implements Router {
     this.gatingResidual = checkBoolean(op, 'gatingResidual', config.gatingResidual ?? true);
     this.zeroExpertGate = checkOneOf(op, 'zeroExpertGate', config.zeroExpertGate ?? 'drop-and-renormalize', ZERO_EXPERT_GATE_RULES);
     this.tau = checkNumber(op, 'tau', config.tau ?? 0.75, { min: 0 });
+    this.hostRouting = checkBoolean(op, 'hostRouting', config.hostRouting ?? true);
     this.expertInputScale = !this.useMixtralGating && !this.featureNoMulTopK ? this.topK : 1;
 
     const hidden = TWO_LAYER_GATE_WIDTH_PER_EXPERT * this.numExperts;
@@ -204,53 +215,80 @@ export class MoEPlusPlusRouter implements Router {
     checkRouteInputs('MoEPlusPlusRouter.route', x, this.dim, this.numExperts, options);
     return tidyRecord(() => {
       const logits = this.gateLogits(x, options.previousLogits); // [N, E] G(x)
-      let routingLogits = logits; // [N, E] what enters the softmax / top-k
-      if (this.useLogitsNorm) {
-        // torch's logits.std(dim=1) is unbiased (divides by E − 1). The floor on the variance only
-        // matters for constant logits (e.g. an all-zero padding row), where torch would divide by 0.
-        const mean = tf.mean(logits, 1, true);
-        const variance = tf.div(tf.sum(tf.square(tf.sub(logits, mean)), 1, true), this.numExperts - 1); // [N, 1]
-        const std = tf.sqrt(tf.maximum(variance, 1e-24));
-        routingLogits = tf.div(logits, tf.div(std, this.gateNormStd));
-      }
-      const probabilities = tf.softmax(routingLogits) as tf.Tensor2D; // [N, E]
-
-      // `selection` [N, K, E] float32, the one-hot of expertIndices, is computed once and shared by the
-      // gate gather, the zero-expert rule, the load-balance loss and the statistics.
-      const top = selectTopK(this.useMixtralGating ? routingLogits : probabilities, this.topK);
-      const { indices: expertIndices, selection } = top; // [N, K] int32, [N, K, E] float32
-      let gates: tf.Tensor2D; // [N, K]
-      if (this.useMixtralGating) {
-        gates = tf.softmax(top.values) as tf.Tensor2D;
-      } else {
-        gates = top.values;
-        if (this.zeroExpertGate === 'drop-and-renormalize') {
-          const isZeroExpert = kindIndicator(this.expertKinds, (kind) => kind === 'zero'); // [E]
-          const pickedZero = tf.sum(tf.mul(selection, isZeroExpert), 2); // [N, K]
-          gates = tf.mul(gates, tf.sub(1, pickedZero));
-          // A token whose K picks are all zero experts would divide 0 by 0 (NaN in torch); it gets gates 0.
-          gates = tf.div(gates, tf.maximum(tf.sum(gates, 1, true), 1e-30));
-        }
-      }
-      const auxLosses: Record<string, tf.Scalar> =
-        (options.auxiliary ?? true)
-          ? {
-              loadBalance: heterogeneousLoadBalanceLoss(probabilities, expertIndices, this.expertKinds, this.tau, options.tokenMask, selection),
-              zLoss: routerZLoss(routingLogits, options.tokenMask),
-            }
-          : {};
-      return finishTokenChoice(
-        { logits, probabilities, expertIndices, selection, gates, auxLosses },
-        {
-          expertKinds: this.expertKinds,
-          topK: this.topK,
-          capacity: this.capacity,
-          capacityPriority: this.capacityPriority,
-          tokenMask: options.tokenMask,
-          expertInputScale: this.expertInputScale,
-        },
-      );
+      const auxiliary = options.auxiliary ?? true;
+      const decision =
+        this.hostRouting && !this.useMixtralGating && options.tokenMask === undefined
+          ? this.routeOnHost(logits, auxiliary)
+          : this.routeComposite(logits, auxiliary, options.tokenMask);
+      return finishTokenChoice(decision, {
+        expertKinds: this.expertKinds,
+        topK: this.topK,
+        capacity: this.capacity,
+        capacityPriority: this.capacityPriority,
+        tokenMask: options.tokenMask,
+        expertInputScale: this.expertInputScale,
+      });
     });
+  }
+
+  /** The routing tail as one host-side op (see {@link hostTokenChoiceRouting}); no token mask, no Mixtral gating. */
+  private routeOnHost(logits: tf.Tensor2D, auxiliary: boolean): TokenChoiceDecision {
+    const routed = hostTokenChoiceRouting(logits, {
+      topK: this.topK,
+      gateNormStd: this.useLogitsNorm ? this.gateNormStd : null,
+      dropExperts: this.zeroExpertGate === 'drop-and-renormalize' ? this.expertKinds.map((kind) => kind === 'zero') : null,
+      balanceWeights: this.expertKinds.map((kind) => (isZeroComputation(kind) ? this.tau : 1)),
+    });
+    return {
+      logits,
+      probabilities: routed.probabilities,
+      expertIndices: routed.expertIndices,
+      selection: routed.selection,
+      gates: routed.gates,
+      auxLosses: auxiliary ? { loadBalance: routed.loadBalance, zLoss: routed.zLoss } : {},
+    };
+  }
+
+  /** The routing tail as tfjs ops (the reference form; the only one for a token mask or Mixtral gating). */
+  private routeComposite(logits: tf.Tensor2D, auxiliary: boolean, tokenMask: tf.Tensor1D | undefined): TokenChoiceDecision {
+    let routingLogits = logits; // [N, E] what enters the softmax / top-k
+    if (this.useLogitsNorm) {
+      // torch's logits.std(dim=1) is unbiased (divides by E − 1). The floor on the variance only
+      // matters for constant logits (e.g. an all-zero padding row), where torch would divide by 0.
+      const mean = tf.mean(logits, 1, true);
+      const variance = tf.div(tf.sum(tf.square(tf.sub(logits, mean)), 1, true), this.numExperts - 1); // [N, 1]
+      const std = tf.sqrt(tf.maximum(variance, 1e-24));
+      routingLogits = tf.div(logits, tf.div(std, this.gateNormStd));
+    }
+    const probabilities = tf.softmax(routingLogits) as tf.Tensor2D; // [N, E]
+
+    // `selection` [N, K, E] float32, the one-hot of expertIndices, is computed once and shared by the
+    // gate gather, the zero-expert rule, the load-balance loss and the statistics.
+    const top = selectTopK(this.useMixtralGating ? routingLogits : probabilities, this.topK);
+    const { indices: expertIndices, selection } = top; // [N, K] int32, [N, K, E] float32
+    let gates: tf.Tensor2D; // [N, K]
+    if (this.useMixtralGating) {
+      gates = tf.softmax(top.values) as tf.Tensor2D;
+    } else {
+      gates = top.values;
+      if (this.zeroExpertGate === 'drop-and-renormalize') {
+        const isZeroExpert = kindIndicator(this.expertKinds, (kind) => kind === 'zero'); // [E]
+        const pickedZero = tf.sum(tf.mul(selection, isZeroExpert), 2); // [N, K]
+        gates = tf.mul(gates, tf.sub(1, pickedZero));
+        // A token whose K picks are all zero experts would divide 0 by 0 (NaN in torch); it gets gates 0.
+        // Dividing by 1 there (not by a tiny floor) keeps the gradient finite too: d(a/b)/db = −a/b²
+        // is 0/0 in float32 for a = 0, b = 1e-30.
+        const sum = tf.sum(gates, 1, true); // [N, 1]
+        gates = tf.div(gates, tf.where(tf.greaterEqual(sum, GATE_SUM_FLOOR), sum, tf.onesLike(sum)));
+      }
+    }
+    const auxLosses: Record<string, tf.Scalar> = auxiliary
+      ? {
+          loadBalance: heterogeneousLoadBalanceLoss(probabilities, expertIndices, this.expertKinds, this.tau, tokenMask, selection),
+          zLoss: routerZLoss(routingLogits, tokenMask),
+        }
+      : {};
+    return { logits, probabilities, expertIndices, selection, gates, auxLosses };
   }
 
   /** Disposes the router's variables. */
