@@ -2,7 +2,7 @@
  * The MoE / MoE++ feed-forward layer: a router and a pool of experts, with sparse dispatch.
  *
  *     route:     indices [N, K], gates [N, K], keep [N, K], logits [N, E]  <- router(x, previousLogits)
- *     plan:      per expert e, the (token, slot) pairs routed to it       <- planDispatch (one sort, E counts read back)
+ *     plan:      per expert e, the (token, slot) pairs routed to it       <- planDispatch (indices read back, grouped on the host)
  *     FFN:       rows = x[tokens of every FFN expert, in expert order]    one gather  [M, D]
  *                y_e = FFN_e(rows_e) · gates                              all FFN experts in one grouped op (runFfnExperts)
  *                y_ffn = scatter-add of the M rows into [N, D]            one unsorted segment sum
@@ -236,9 +236,7 @@ export class MoeLayer {
     if (active.length === 0) return null;
     const numTokens = x.shape[0];
     const groupSizes = active.map((e) => plan.counts[e] as number); // rows per active FFN expert
-    const concatIds = (ids: readonly tf.Tensor1D[]) => (ids.length === 1 ? (ids[0] as tf.Tensor1D) : (tf.concat(ids as tf.Tensor1D[]) as tf.Tensor1D));
-    const tokenIds = concatIds(active.map((e) => plan.tokenIds[e] as tf.Tensor1D)); // [M] int32, grouped by expert
-    const slotIds = concatIds(active.map((e) => plan.slotIds[e] as tf.Tensor1D)); // [M] int32, flat slots n·K + k
+    const { tokenIds, slotIds } = plan.groupIds(active); // [M] int32 each, grouped by expert: token rows, flat slots n·K + k
     const rows = tf.gather(x, tokenIds) as tf.Tensor2D; // [M, D]
     const gates = tf.gather(combineWeights.reshape([numTokens * plan.topK]), slotIds).reshape([-1, 1]); // [M, 1]
     const outputs = runFfnExperts(active.map((e) => this.experts[e] as Expert), rows, groupSizes); // [M, D]

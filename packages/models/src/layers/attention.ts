@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import { checkNumber, checkShape, ConfigError, randomNormal, rotaryEmbedding, type SeededRandom } from '@moepp/tensors-core';
+import { causalAttention, checkNumber, checkShape, ConfigError, randomNormal, rotaryEmbedding, type SeededRandom } from '@moepp/tensors-core';
 
 /**
  * Rotary position tables for head width `hd`, LLaMA's `rotate_half` convention (the official MoE++
@@ -62,6 +62,11 @@ export interface AttentionConfig {
  * Causal multi-head self-attention with rotary positions and no biases (LLaMA / MoE++ `Attention`,
  * with `num_key_value_heads = num_attention_heads`). Weights are tfjs `[in, out]`; the official
  * `q_proj.weight` etc. are their transposes.
+ *
+ * The forward pass is one QKV product, the fused `rotaryEmbedding` of q and k, the fused
+ * `causalAttention` of `@moepp/tensors-core` (scores, causal softmax and weighted values of every head,
+ * with the heads merged), and the output product; with native acceleration the two fused ops are one
+ * kernel each way.
  */
 export class CausalSelfAttention {
   /** `[D, D]` query projection. */
@@ -75,7 +80,7 @@ export class CausalSelfAttention {
   /** hd = D / H. */
   readonly headDim: number;
   private readonly ropeTheta: number;
-  private tables: { seqLen: number; cos: tf.Tensor2D; sin: tf.Tensor2D; mask: tf.Tensor2D } | null = null; // cos, sin: [T, hd/2]
+  private tables: { seqLen: number; cos: tf.Tensor2D; sin: tf.Tensor2D } | null = null; // cos, sin: [T, hd/2]
 
   /**
    * @param config - widths and heads, see {@link AttentionConfig}
@@ -104,16 +109,14 @@ export class CausalSelfAttention {
 
   private tablesFor(seqLen: number) {
     if (this.tables?.seqLen !== seqLen) {
-      if (this.tables) tf.dispose([this.tables.cos, this.tables.sin, this.tables.mask]);
+      if (this.tables) tf.dispose([this.tables.cos, this.tables.sin]);
       // [T, hd/2]: the two halves of rotaryTables' [T, hd] rows are equal; rotaryEmbedding takes one.
       const [cos, sin] = tf.tidy(() => {
         const full = rotaryTables(seqLen, this.headDim, this.ropeTheta);
         return [full.cos, full.sin].map((table) => table.slice([0, 0], [seqLen, this.headDim / 2])) as [tf.Tensor2D, tf.Tensor2D];
       });
-      // [T, T]: 0 on and below the diagonal, -1e9 above (a key after the query is masked out).
-      const mask = tf.tidy(() => tf.mul(tf.sub(1, tf.linalg.bandPart(tf.ones([seqLen, seqLen]), -1, 0)), -1e9)) as tf.Tensor2D;
       // Kept: the tables outlive any tf.tidy the first call happens in.
-      this.tables = { seqLen, cos: tf.keep(cos), sin: tf.keep(sin), mask: tf.keep(mask) };
+      this.tables = { seqLen, cos: tf.keep(cos), sin: tf.keep(sin) };
     }
     return this.tables;
   }
@@ -127,7 +130,7 @@ export class CausalSelfAttention {
     checkShape('CausalSelfAttention.apply', 'x', x, [null, null, this.config.hiddenSize]);
     const [batch, seqLen, width] = x.shape;
     const heads = this.config.numHeads;
-    const { cos, sin, mask } = this.tablesFor(seqLen);
+    const { cos, sin } = this.tablesFor(seqLen);
     return tf.tidy(() => {
       const flat = x.reshape([batch * seqLen, width]); // [B·T, D]
       // One product for the three projections: columns [0, D) are q, [D, 2D) k, [2D, 3D) v.
@@ -138,9 +141,8 @@ export class CausalSelfAttention {
       const [queryKey, v] = tf.split(qkv, [2 * heads, heads], 1) as [tf.Tensor4D, tf.Tensor4D]; // [B, 2H, T, hd], [B, H, T, hd]
       // The rotation depends on the position only, so q and k are rotated as one tensor.
       const [q, k] = tf.split(rotaryEmbedding(queryKey, cos, sin), 2, 1) as [tf.Tensor4D, tf.Tensor4D]; // each [B, H, T, hd]
-      const scores = tf.add(tf.mul(tf.matMul(q, k, false, true), 1 / Math.sqrt(this.headDim)), mask); // [B, H, T, T]
-      const weights = tf.softmax(scores, -1);
-      const context = tf.matMul(weights, v).transpose([0, 2, 1, 3]).reshape([batch * seqLen, width]); // [B·T, D]
+      // softmax(q·kᵀ/√hd) over the keys up to each query, times v: [B, T, H, hd], heads side by side
+      const context = causalAttention(q, k, v).reshape([batch * seqLen, width]); // [B·T, D]: heads merged
       return tf.matMul(context, this.oProj).reshape([batch, seqLen, width]) as tf.Tensor3D;
     });
   }
@@ -153,7 +155,7 @@ export class CausalSelfAttention {
   /** Frees the weights and the cached position tables. */
   dispose(): void {
     tf.dispose(this.variables);
-    if (this.tables) tf.dispose([this.tables.cos, this.tables.sin, this.tables.mask]);
+    if (this.tables) tf.dispose([this.tables.cos, this.tables.sin]);
     this.tables = null;
   }
 }
