@@ -3,6 +3,7 @@ import * as tf from '@tensorflow/tfjs';
 import { ConfigError, accelerationStatus, withAcceleration } from '@moepp/tensors-core';
 import { expectNoLeak } from '@moepp/tensors-core/testing';
 import { AdamW, defaultDecayRule, resolveAdamWConfig } from './adamw.js';
+import { clipByGlobalNorm, clipScale, globalNorm } from './clip.js';
 
 /** PyTorch's AdamW step on plain numbers (float64), the reference for the hand checks. */
 function referenceStep(
@@ -88,6 +89,28 @@ describe('AdamW', () => {
     optimizerB.applyGradients(new Map([['w', gradient]]), 1e-2);
     expect(Array.from(b.dataSync())).toEqual(Array.from(a.dataSync()));
     tf.dispose([a, b, gradient]);
+    optimizerA.dispose();
+    optimizerB.dispose();
+  });
+
+  it('gradientScale gives the same weights and moments, bit for bit, as updating with the clipped gradients', () => {
+    const make = () => tf.variable(tf.tensor2d([[0.3, -0.7, 0.25], [1.1, 0.2, -0.4]]));
+    const [a, b] = [make(), make()];
+    const optimizerA = new AdamW([{ name: 'w', variable: a, decay: true }]);
+    const optimizerB = new AdamW([{ name: 'w', variable: b, decay: true }]);
+    const gradient = tf.tensor2d([[0.9, -2.2, 0.3], [3.1, 0.05, -1.7]]);
+    const scale = clipScale(globalNorm([gradient]), 1); // about 0.23
+    expect(scale).toBeLessThan(0.3);
+    const clipped = clipByGlobalNorm([gradient], 1);
+    for (let step = 0; step < 3; step++) {
+      optimizerA.applyGradients(new Map([['w', gradient]]), 1e-2, { gradientScale: scale });
+      optimizerB.applyGradients(new Map([['w', clipped.gradients[0] as tf.Tensor]]), 1e-2);
+    }
+    expect(Array.from(a.dataSync())).toEqual(Array.from(b.dataSync()));
+    const [stateA, stateB] = [optimizerA.exportState(), optimizerB.exportState()];
+    expect(Array.from(stateA.tensors.get('w.exp_avg_sq')!.data)).toEqual(Array.from(stateB.tensors.get('w.exp_avg_sq')!.data));
+    expect(() => optimizerA.applyGradients(new Map(), 1e-2, { gradientScale: Number.NaN })).toThrow(/AdamW.applyGradients: 'gradientScale' must be a finite number >= 0/);
+    tf.dispose([a, b, gradient, ...clipped.gradients]);
     optimizerA.dispose();
     optimizerB.dispose();
   });

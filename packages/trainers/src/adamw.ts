@@ -167,10 +167,14 @@ export class AdamW {
    * @param gradients - gradients by parameter name, each the shape of its parameter; a missing name
    *   counts as a zero gradient; not disposed
    * @param learningRate - lr of this update (from the schedule), >= 0
-   * @throws `ConfigError` for a gradient under an unknown name, with the wrong shape, or a bad learning rate
+   * @param options - `gradientScale`: every gradient is multiplied by it first (gradient clipping's
+   *   factor, see `clipScale`); default 1
+   * @throws `ConfigError` for a gradient under an unknown name, with the wrong shape, a bad learning rate
+   *   or a bad gradient scale
    */
-  applyGradients(gradients: ReadonlyMap<string, tf.Tensor>, learningRate: number): void {
+  applyGradients(gradients: ReadonlyMap<string, tf.Tensor>, learningRate: number, options: { readonly gradientScale?: number } = {}): void {
     const lr = checkNumber('AdamW.applyGradients', 'learningRate', learningRate, { min: 0 });
+    const gradientScale = checkNumber('AdamW.applyGradients', 'gradientScale', options.gradientScale ?? 1, { min: 0 });
     for (const [name, gradient] of gradients) {
       const slot = this.slots.get(name);
       if (!slot) throw new ConfigError(`AdamW.applyGradients: no parameter named '${name}'`);
@@ -200,6 +204,7 @@ export class AdamW {
           stepSize,
           inverseRootCorrection2,
           decayFactor,
+          gradientScale,
         });
         slot.firstMoment.assign(updated.firstMoment);
         slot.secondMoment.assign(updated.secondMoment);

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
 import { expectNoLeak } from '@moepp/tensors-core/testing';
-import { clipByGlobalNorm, globalNorm } from './clip.js';
+import { clipByGlobalNorm, clipScale, globalNorm } from './clip.js';
 
 describe('clipByGlobalNorm', () => {
   it('measures the norm over all tensors and scales them jointly (3-4-5 triangle)', async () => {
@@ -48,5 +48,16 @@ describe('clipByGlobalNorm', () => {
   it('rejects a maxNorm that is not > 0', () => {
     expect(() => clipByGlobalNorm([], 0)).toThrow(/clipByGlobalNorm: 'maxNorm' must be a finite number > 0, got 0/);
     expect(globalNorm([])).toBe(0);
+  });
+});
+
+describe('clipScale', () => {
+  it('is min(1, maxNorm / (norm + 1e-6)), and 1 without clipping or for a non-finite norm', () => {
+    expect(clipScale(5, 1)).toBe(1 / (5 + 1e-6));
+    expect(clipScale(0.5, 1)).toBe(1);
+    expect(clipScale(50, null)).toBe(1);
+    expect(clipScale(Number.NaN, 1)).toBe(1);
+    expect(clipScale(Infinity, 1)).toBe(1);
+    expect(() => clipScale(1, -1)).toThrow(/clipScale: 'maxNorm' must be a finite number > 0, got -1/);
   });
 });

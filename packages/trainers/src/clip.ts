@@ -5,9 +5,13 @@
  *     norm  = √(Σ_i Σ_j g_ij²)                       over every gradient tensor i
  *     scale = min(1, maxNorm / (norm + 1e-6))        (PyTorch's epsilon)
  *     g_i  <- scale · g_i
+ *
+ * The trainer measures the norm ({@link globalNorm}), takes the factor ({@link clipScale}) and hands it
+ * to the AdamW update, which scales each gradient as it reads it; {@link clipByGlobalNorm} returns the
+ * scaled gradients as tensors, for code that needs them.
  */
 import * as tf from '@tensorflow/tfjs';
-import { checkNumber } from '@moepp/tensors-core';
+import { checkNumber, sumOfSquares } from '@moepp/tensors-core';
 
 /** What {@link clipByGlobalNorm} returns. */
 export interface ClippedGradients {
@@ -20,14 +24,31 @@ export interface ClippedGradients {
 }
 
 /**
- * The global L2 norm of several tensors, computed in float32 and read back.
+ * The global L2 norm of several tensors, read back: `sumOfSquares` of `@moepp/tensors-core` (one native
+ * pass accumulated in float64 when fused ops are active, float32 tfjs ops otherwise), then `√`.
  *
- * @param tensors - any float tensors (not disposed)
+ * @param tensors - float32 tensors (not disposed)
  * @returns `√(Σ all squared elements)`; 0 for an empty list
+ * @throws `ConfigError` for a tensor that is not float32
  */
 export function globalNorm(tensors: readonly tf.Tensor[]): number {
   if (tensors.length === 0) return 0;
-  return tf.tidy(() => tf.sqrt(tf.addN(tensors.map((t) => tf.sum(tf.square(t))))).dataSync()[0] as number);
+  return Math.sqrt(tf.tidy(() => sumOfSquares(tensors).dataSync()[0] as number));
+}
+
+/**
+ * The clipping factor for a global norm: `min(1, maxNorm / (norm + 1e-6))`, or 1 when clipping is off
+ * or the norm is not finite. Pass it to `AdamW.applyGradients` as `gradientScale` to clip without a
+ * pass of its own over the gradients.
+ *
+ * @param norm - the global norm (see {@link globalNorm})
+ * @param maxNorm - the largest allowed global norm (> 0), or `null` for no clipping
+ * @returns the factor, in (0, 1]
+ * @throws `ConfigError` when `maxNorm` is not a number > 0 or null
+ */
+export function clipScale(norm: number, maxNorm: number | null): number {
+  if (maxNorm !== null) checkNumber('clipScale', 'maxNorm', maxNorm, { greaterThan: 0 });
+  return maxNorm !== null && Number.isFinite(norm) ? Math.min(1, maxNorm / (norm + 1e-6)) : 1;
 }
 
 /**
@@ -42,7 +63,7 @@ export function globalNorm(tensors: readonly tf.Tensor[]): number {
 export function clipByGlobalNorm(gradients: readonly tf.Tensor[], maxNorm: number | null): ClippedGradients {
   if (maxNorm !== null) checkNumber('clipByGlobalNorm', 'maxNorm', maxNorm, { greaterThan: 0 });
   const norm = globalNorm(gradients);
-  const scale = maxNorm !== null && Number.isFinite(norm) ? Math.min(1, maxNorm / (norm + 1e-6)) : 1;
+  const scale = clipScale(norm, maxNorm);
   const clipped = gradients.map((g) => (scale === 1 ? tf.clone(g) : tf.tidy(() => tf.mul(g, scale))));
   return { gradients: clipped, norm, scale };
 }

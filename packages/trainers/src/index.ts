@@ -4,7 +4,7 @@
  * - {@link Trainer} / {@link train}: the loop: gradient accumulation, clipping, AdamW, warm-up + cosine
  *   schedule, evaluation, `metrics.jsonl`, progress, atomic checkpoints, exact resume, NaN and leak guards;
  * - {@link AdamW}: decoupled weight decay with exportable state; {@link learningRateAt}: the schedule;
- *   {@link clipByGlobalNorm}; {@link GradientAccumulator};
+ *   {@link clipByGlobalNorm}, {@link globalNorm}, {@link clipScale}; {@link GradientAccumulator};
  * - {@link languageModelLoss}: cross-entropy + β·load balance + w·z-loss; {@link evaluate}: loss,
  *   perplexity, accuracy on fixed validation windows;
  * - {@link writeCheckpoint} / {@link loadCheckpoint}: the checkpoint folder.
@@ -16,7 +16,7 @@
  */
 export { AdamW, DEFAULT_ADAMW, defaultDecayRule, resolveAdamWConfig, type AdamWConfig, type AdamWState, type NamedArray, type OptimizedParameter } from './adamw.js';
 export { learningRateAt, checkSchedule, type LearningRateSchedule } from './schedule.js';
-export { clipByGlobalNorm, globalNorm, type ClippedGradients } from './clip.js';
+export { clipByGlobalNorm, clipScale, globalNorm, type ClippedGradients } from './clip.js';
 export { GradientAccumulator } from './accumulate.js';
 export {
   DEFAULT_LOSS,

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
-import { ShapeError } from '@moepp/tensors-core';
+import { fusedOpsActive, ShapeError } from '@moepp/tensors-core';
 import { checkGradients, expectNoLeak } from '@moepp/tensors-core/testing';
 import { createModel, presetConfig } from '@moepp/models';
 import { crossEntropyLoss, languageModelLoss, resolveLossConfig, tokenCrossEntropy } from './loss.js';
@@ -42,6 +42,19 @@ describe('tokenCrossEntropy / crossEntropyLoss', () => {
     const logits = tf.tensor3d([[[0.3, -0.2, 0.5], [1.0, 0.1, -0.4]]]);
     checkGradients((x) => crossEntropyLoss(x as tf.Tensor3D, targets), [logits]);
     tf.dispose([targets, logits]);
+  });
+
+  it('runs one fused kernel each way when native acceleration is active on wasm', async () => {
+    const logits = tf.tensor2d([[0.3, -0.2, 0.5], [1.0, 0.1, -0.4]]);
+    const targets = tf.tensor1d([2, 0], 'int32');
+    const profile = await tf.profile(() => tf.grad((x: tf.Tensor) => tf.sum(tokenCrossEntropy(x as tf.Tensor2D, targets)))(logits));
+    expect(profile.kernelNames.includes('MoeppSoftmaxCrossEntropy')).toBe(fusedOpsActive());
+    expect(profile.kernelNames.includes('MoeppSoftmaxCrossEntropyGrad')).toBe(fusedOpsActive());
+    // softmax − one-hot: row 0 targets class 2, row 1 class 0
+    const softmax = (row: number[]): number[] => row.map((x) => Math.exp(x) / row.reduce((sum, y) => sum + Math.exp(y), 0));
+    const expected = [...softmax([0.3, -0.2, 0.5]).map((p, j) => p - (j === 2 ? 1 : 0)), ...softmax([1.0, 0.1, -0.4]).map((p, j) => p - (j === 0 ? 1 : 0))];
+    expect(Array.from((profile.result as tf.Tensor).dataSync())).toEqual(expected.map((g) => expect.closeTo(g, 6)));
+    tf.dispose([logits, targets, profile.result as tf.Tensor]);
   });
 
   it('checks shapes and dtypes, naming the argument', () => {

@@ -14,7 +14,7 @@
  * A dense model has no MoE layers: both sums are 0. Every term is returned, unweighted, for logging.
  */
 import * as tf from '@tensorflow/tfjs';
-import { checkNumber, checkShape, checkShapes } from '@moepp/tensors-core';
+import { checkNumber, checkShape, checkShapes, softmaxCrossEntropy } from '@moepp/tensors-core';
 import type { LMOutput } from '@moepp/models';
 
 /** Weights of the auxiliary terms. */
@@ -57,23 +57,19 @@ export interface LossTerms {
 }
 
 /**
- * Per-token cross-entropy from logits, computed as `logsumexp(logits) − logits[target]` in float32.
+ * Per-token cross-entropy from logits, computed as `logsumexp(logits) − logits[target]` in float32 by
+ * `softmaxCrossEntropy` of `@moepp/tensors-core`: fused (one native kernel forward, one backward) with
+ * native acceleration on wasm, the composite tfjs ops otherwise.
  *
  * @param logits - `[N, V]` float32
- * @param targets - `[N]` int32 target ids in `[0, V)` (not checked on the device: validate ids on the host)
+ * @param targets - `[N]` int32 target ids in `[0, V)` (not checked on the device without acceleration:
+ *   validate ids on the host; with it, an id out of range throws a `RangeError` naming its row)
  * @returns `[N]` float32, nats
  * @throws `ShapeError` for mismatched shapes or dtypes
  */
 export function tokenCrossEntropy(logits: tf.Tensor2D, targets: tf.Tensor1D): tf.Tensor1D {
   checkShapes('tokenCrossEntropy', { logits: [logits, ['N', 'V'], 'float32'], targets: [targets, ['N'], 'int32'] });
-  const [numTokens, vocabSize] = logits.shape;
-  return tf.tidy(() => {
-    const logNormalizer = tf.logSumExp(logits, 1); // [N]
-    // The target logit of row n sits at n·V + target_n in the flattened logits.
-    const rowStarts = tf.mul(tf.range(0, numTokens, 1, 'int32'), tf.scalar(vocabSize, 'int32')); // [N] int32
-    const targetLogits = tf.gather(logits.reshape([numTokens * vocabSize]), tf.add(rowStarts, targets)); // [N]
-    return tf.sub(logNormalizer, targetLogits) as tf.Tensor1D;
-  });
+  return softmaxCrossEntropy(logits, targets);
 }
 
 /**

@@ -6,8 +6,8 @@
  *       batch = data.train.next()                                      inputs, targets: int32 [B, T]
  *       L, ∇  = tf.variableGrads(languageModelLoss(model.forward(inputs)), trainable variables)
  *     ∇       = mean of the A gradients; loss terms read back          (a non-finite loss stops here)
- *     ∇, ‖∇‖  = clipByGlobalNorm(∇, gradClip)                           (a non-finite norm stops here)
- *     AdamW update with lr
+ *     ‖∇‖     = globalNorm(∇)                                          (a non-finite norm stops here)
+ *     AdamW update with lr of clipScale(‖∇‖, gradClip)·∇                the clipping factor applied as the update reads ∇
  *
  * then a `step` line in `metrics.jsonl`, progress, the `onStep` hook, an evaluation and a checkpoint
  * when due, and the tensor-leak check. SIGINT (Ctrl-C) finishes the current step, writes a checkpoint
@@ -36,7 +36,7 @@ import {
   type TrainHistory,
   type TrainerState,
 } from './checkpoint.js';
-import { clipByGlobalNorm } from './clip.js';
+import { clipScale, globalNorm } from './clip.js';
 import { matchesPattern, resolveTrainConfig, resumeDifferences, type TrainConfig, type TrainConfigInput } from './config.js';
 import { checkBatchTokens, evaluate } from './evaluate.js';
 import { NonFiniteLossError, TensorLeakError, describeLossReport, nonFiniteVariables, type LossReport } from './guards.js';
@@ -423,21 +423,18 @@ export class Trainer {
       const meanGradients = accumulator.takeMean();
       const names = [...meanGradients.keys()];
       try {
-        const clipped = clipByGlobalNorm(names.map((name) => meanGradients.get(name) as tf.Tensor), this.config.gradClip);
-        try {
-          report = { ...report, gradNorm: clipped.norm };
-          if (!Number.isFinite(clipped.norm)) {
-            throw new NonFiniteLossError(
-              'gradient',
-              stepNumber,
-              report,
-              `Trainer: the gradient norm is not finite at step ${stepNumber} (${describeLossReport(report)}); stopped before the update, no checkpoint written${this.checkpointNote()}`,
-            );
-          }
-          this.optimizer.applyGradients(new Map(names.map((name, i) => [name, clipped.gradients[i] as tf.Tensor])), lr);
-        } finally {
-          tf.dispose(clipped.gradients);
+        // Clipping: the norm here, the factor applied by the AdamW update as it reads each gradient.
+        const norm = globalNorm(names.map((name) => meanGradients.get(name) as tf.Tensor));
+        report = { ...report, gradNorm: norm };
+        if (!Number.isFinite(norm)) {
+          throw new NonFiniteLossError(
+            'gradient',
+            stepNumber,
+            report,
+            `Trainer: the gradient norm is not finite at step ${stepNumber} (${describeLossReport(report)}); stopped before the update, no checkpoint written${this.checkpointNote()}`,
+          );
         }
+        this.optimizer.applyGradients(meanGradients, lr, { gradientScale: clipScale(norm, this.config.gradClip) });
       } finally {
         tf.dispose([...meanGradients.values()]);
       }
