@@ -101,7 +101,8 @@ export interface StepProfile {
  * out; a frame that matches no rule (the kit's generic helpers) passes to the next one.
  */
 export const GROUP_RULES: ReadonlyArray<readonly [RegExp, string]> = [
-  [/trainers\/src\/adamw\.ts|tensors-core\/src\/optim\.ts/, 'AdamW'],
+  // not tensors-core's optim.ts itself: its sumOfSquares is clipping's (the next frame out decides)
+  [/trainers\/src\/adamw\.ts/, 'AdamW'],
   [/trainers\/src\/clip\.ts/, 'clipping'],
   [/trainers\/src\/loss\.ts/, 'loss'],
   [/trainers\/src\/accumulate\.ts/, 'gradient accumulation'],

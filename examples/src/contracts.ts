@@ -177,8 +177,8 @@ function checkPadding(component: string, router: Router, x: tf.Tensor2D, realX: 
 
 /**
  * A sparse layer's backward pass: gates gathered by the dispatch plan, plus the aux losses, with a
- * previous layer's logits given. It throws when the indices or the keep mask are on the gradient tape
- * (their ops have no gradient), and every router weight must receive a finite gradient.
+ * previous layer's logits given. Every router weight must receive a finite gradient, and the keep mask
+ * must not be reachable from the router weights on the gradient tape.
  */
 function checkBackward(component: string, router: Router, x: tf.Tensor2D): void {
   const variables = Object.values(router.weights);
@@ -204,6 +204,15 @@ function checkBackward(component: string, router: Router, x: tf.Tensor2D): void 
       if (!gradient) fail(component, 'backward', `weight '${name}' got no gradient from the gates and aux losses`);
       if (!Array.from(gradient.dataSync()).every(Number.isFinite)) fail(component, 'backward', `weight '${name}' has a non-finite gradient`);
     }
+    // The keep mask is a decision, not a differentiable value: nothing on the tape may lead from the
+    // router's weights to it (tfjs then refuses to differentiate it at all).
+    let keepMaskOnTape = true;
+    try {
+      tf.variableGrads(() => tf.sum(router.route(x, { training: true }).keepMask) as tf.Scalar, variables);
+    } catch {
+      keepMaskOnTape = false;
+    }
+    if (keepMaskOnTape) fail(component, 'backward', 'the keep mask depends on the router weights on the gradient tape (compute it from detached values)');
   });
 }
 
