@@ -135,7 +135,7 @@ export class CosineRouter implements Router {
 
       const realTokens = tokenMask ? tf.expandDims(tokenMask, 1) : tf.ones([numTokens, 1]); // [N, 1]
       // [N, K]: dropless, padding goes nowhere. Built from constants, not from `gates`: like the indices, the
-      // mask must stay off the gradient tape (the layer sorts and gathers with it).
+      // mask is a decision and stays off the gradient tape (the layer groups the slots by it).
       const keepMask = tf.mul(tf.ones([numTokens, this.topK]), realTokens) as tf.Tensor2D;
       const combineWeights = tf.mul(gates, keepMask) as tf.Tensor2D; // [N, K]
       const auxLosses = {
@@ -249,7 +249,7 @@ export function sparseMoeForward(
   }
   const routing = router.route(x, options);
   const output = tf.tidy(() => {
-    const plan = planDispatch(routing.expertIndices, experts.length, routing.keepMask); // one stable sort; E counts read back
+    const plan = planDispatch(routing.expertIndices, experts.length, routing.keepMask); // slots grouped by expert on the host
     const flatGates = routing.combineWeights.reshape([-1]); // [N·K]
     const outputs: tf.Tensor2D[] = [];
     const destinations: tf.Tensor1D[] = [];
