@@ -29,6 +29,7 @@
  *         inverseRootCorrection2, decayFactor, gradientScale)
  *   sumOfSquares(heap, spans: Float64Array [offset0, length0, offset1, length1, ...]) -> number
  *   segmentSum(heap, xOffset, idsOffset, outOffset, rows, rowSize, numSegments)
+ *   transpose(heap, xOffset, yOffset, layout: Float64Array [x's dims..., perm...])
  *   rotary(heap, xOffset, cosOffset, sinOffset, yOffset, batch, seqLen, half, inverse)
  *   causalSoftmax(heap, scoresOffset, probsOffset, matrices, t, scale)   in place when probs = scores
  *   causalSoftmaxGrad(heap, probsOffset, dProbsOffset, dScoresOffset, matrices, t, scale)
@@ -1163,6 +1164,80 @@ static napi_value segment_sum(napi_env env, napi_callback_info info) {
 }
 
 /*
+ * transpose(heap, xOffset, yOffset, layout: Float64Array [x's dims..., perm...]): y = x transposed by perm
+ * (y's axis i is x's axis perm[i]), for 4-byte elements (float32 or int32). The trailing axes perm
+ * leaves in place are copied as one run per output position; rank at most 8. y must not overlap x.
+ */
+#define MAX_RANK 8
+static napi_value transpose(napi_env env, napi_callback_info info) {
+  call_t call;
+  int64_t x_offset, y_offset;
+  if (!begin_call(env, info, &call, "transpose", 4)) return NULL;
+  if (!read_int(&call, 1, "xOffset", 0, OFFSET_LIMIT, &x_offset) || !read_int(&call, 2, "yOffset", 0, OFFSET_LIMIT, &y_offset)) return NULL;
+  bool is_typed = false;
+  napi_typedarray_type type;
+  size_t length = 0;
+  void *data = NULL;
+  napi_value buffer;
+  size_t byte_offset = 0;
+  if (napi_is_typedarray(env, call.argv[3], &is_typed) != napi_ok || !is_typed ||
+      napi_get_typedarray_info(env, call.argv[3], &type, &length, &data, &buffer, &byte_offset) != napi_ok || type != napi_float64_array ||
+      length % 2 != 0 || length / 2 > MAX_RANK) {
+    throw_type(&call, "argument 'layout' must be a Float64Array of x's dims then the permutation, rank <= 8");
+    return NULL;
+  }
+  const double *layout = (const double *)data;
+  const int rank = (int)(length / 2);
+  int64_t dims[MAX_RANK], perm[MAX_RANK], x_strides[MAX_RANK], total = 1;
+  int seen[MAX_RANK] = {0};
+  for (int i = 0; i < rank; i++) {
+    const double dim = layout[i], axis = layout[rank + i];
+    if (!(dim >= 0 && dim <= (double)INT_LIMIT && dim == floor(dim)) || !(axis >= 0 && axis < rank && axis == floor(axis)) || seen[(int)axis]) {
+      throw_range(&call, "'layout' must hold whole dims >= 0 and a permutation of 0..rank-1");
+      return NULL;
+    }
+    dims[i] = (int64_t)dim;
+    perm[i] = (int64_t)axis;
+    seen[(int)axis] = 1;
+    total = product_or_fail(total, dims[i]);
+    if (total < 0) {
+      throw_range(&call, "a size overflows");
+      return NULL;
+    }
+  }
+  if (!check_span(&call, "x", x_offset, total) || !check_span(&call, "y", y_offset, total) ||
+      !check_disjoint(&call, "y", y_offset, total, "x", x_offset, total)) {
+    return NULL;
+  }
+  if (total == 0) return NULL;
+  int64_t stride = 1;
+  for (int i = rank - 1; i >= 0; i--) {
+    x_strides[i] = stride;
+    stride *= dims[i];
+  }
+  /* the trailing output axes that are x's trailing axes in order form one contiguous run */
+  int outer = rank;
+  int64_t run = 1;
+  while (outer > 0 && perm[outer - 1] == outer - 1 && (outer == rank || perm[outer] == outer)) {
+    outer--;
+    run *= dims[outer];
+  }
+  int64_t index[MAX_RANK] = {0};
+  const float *x = call.heap + x_offset;
+  float *y = call.heap + y_offset;
+  for (int64_t at = 0; at < total; at += run) {
+    int64_t source = 0;
+    for (int i = 0; i < outer; i++) source += index[i] * x_strides[perm[i]];
+    memcpy(y + at, x + source, (size_t)run * sizeof(float));
+    for (int i = outer - 1; i >= 0; i--) {
+      if (++index[i] < dims[perm[i]]) break;
+      index[i] = 0;
+    }
+  }
+  return NULL;
+}
+
+/*
  * sumOfSquares(heap, spans): Σ x² over several spans of the heap (the squared global norm of a model's
  * gradients, for clipping), accumulated in double; spans is a Float64Array of (offset, length) pairs.
  */
@@ -1404,6 +1479,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"adamw", NULL, adamw, NULL, NULL, NULL, napi_default, NULL},
       {"sumOfSquares", NULL, sum_of_squares, NULL, NULL, NULL, napi_default, NULL},
       {"segmentSum", NULL, segment_sum, NULL, NULL, NULL, napi_default, NULL},
+      {"transpose", NULL, transpose, NULL, NULL, NULL, napi_default, NULL},
       {"rotary", NULL, rotary, NULL, NULL, NULL, napi_default, NULL},
       {"causalSoftmax", NULL, causal_softmax, NULL, NULL, NULL, napi_default, NULL},
       {"causalSoftmaxGrad", NULL, causal_softmax_grad, NULL, NULL, NULL, napi_default, NULL},

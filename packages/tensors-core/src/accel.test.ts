@@ -470,6 +470,20 @@ describe.runIf(addon !== null)('native addon', () => {
       expect(() => native.segmentSum(heap.buffer, 0, 20, 40, 5, 3, -1)).toThrow("accel.segmentSum: argument 'numSegments' must be a whole number in [0, 2147483647], got -1");
     });
 
+    it('transpose permutes 4-byte elements (runs of the kept trailing axes) and checks its layout and spans', () => {
+      const heap = new Float32Array(128);
+      heap.set(Array.from({ length: 24 }, (_, i) => i)); // x [2, 3, 4] at 0
+      native.transpose(heap.buffer, 0, 64, new Float64Array([2, 3, 4, 1, 0, 2])); // -> [3, 2, 4]
+      const expected = [0, 1, 2, 3, 12, 13, 14, 15, 4, 5, 6, 7, 16, 17, 18, 19, 8, 9, 10, 11, 20, 21, 22, 23];
+      expect(Array.from(heap.subarray(64, 88))).toEqual(expected);
+      native.transpose(heap.buffer, 0, 96, new Float64Array([2, 3, 4, 2, 1, 0])); // -> [4, 3, 2], element by element
+      expect(Array.from(heap.subarray(96, 102))).toEqual([0, 12, 4, 16, 8, 20]);
+      expect(() => native.transpose(heap.buffer, 0, 110, new Float64Array([2, 3, 4, 1, 0, 2]))).toThrow("accel.transpose: 'y' [110, 134) is outside the heap of 128 floats");
+      expect(() => native.transpose(heap.buffer, 0, 10, new Float64Array([2, 3, 4, 1, 0, 2]))).toThrow("accel.transpose: 'y' overlaps 'x'");
+      expect(() => native.transpose(heap.buffer, 0, 64, new Float64Array([2, 3, 4, 1, 1, 2]))).toThrow("accel.transpose: 'layout' must hold whole dims >= 0 and a permutation of 0..rank-1");
+      expect(() => native.transpose(heap.buffer, 0, 64, new Float64Array([2, 3, 4]))).toThrow(TypeError);
+    });
+
     it('sgemmList refuses outputs that overlap another product, spans outside the heap and malformed lists', () => {
       const heap = new Float32Array(256);
       const product = (a: number, b: number, c: number) => [0, 0, 4, 4, 4, 1, a, 4, b, 4, 0, c, 4];

@@ -121,6 +121,12 @@ export interface NativeAccel {
    */
   segmentSum(heap: ArrayBuffer, xOffset: number, idsOffset: number, outOffset: number, rows: number, rowSize: number, numSegments: number): void;
   /**
+   * `y = x` transposed by `perm` (y's axis i is x's axis `perm[i]`) for 4-byte elements; `layout` holds
+   * x's dims, then `perm` (rank <= 8). The trailing axes `perm` keeps in place are copied as runs. `y`
+   * must not overlap `x`.
+   */
+  transpose(heap: ArrayBuffer, xOffset: number, yOffset: number, layout: Float64Array): void;
+  /**
    * Rotary embedding, rotate-half convention (see `../fused.ts`): `y1 = x1·c − x2·s`, `y2 = x2·c + x1·s`
    * for `x` `[batch, seqLen, 2·half]` and the tables `cos`, `sin` `[seqLen, half]`; `inverse` rotates by
    * the negative angle (the gradient). `y` must not overlap an input.

@@ -173,7 +173,7 @@ const FIXES: readonly KernelFixDefinition[] = [
     kind: 'kernel',
     kernelName: tf.Transpose,
     backends: ['wasm'],
-    summary: 'a permutation that moves only size-1 axes (or none) copied the tensor; share it',
+    summary: 'a permutation that moves only size-1 axes (or none) copied the tensor; share it (a real one is one native pass with acceleration)',
     kernelFuncs: { wasm: wasmTranspose as tf.KernelFunc },
   },
   ...(Object.keys(WASM_COMPARE_FIXES) as ComparisonKernel[]).map(

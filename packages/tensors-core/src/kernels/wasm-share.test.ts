@@ -98,10 +98,22 @@ describe('wasm Cast and Transpose fixes', () => {
     { shape: [4, 3], perm: [1, 0], shares: false },
     { shape: [2, 3, 4], perm: [0, 2, 1], shares: false },
     { shape: [2, 1, 3, 1], perm: [3, 0, 1, 2], shares: true },
+    // real transposes of every kind the native pass handles (runs of the kept trailing axes, or single elements)
+    { shape: [2, 5, 3, 4], perm: [0, 2, 1, 3], shares: false },
+    { shape: [3, 4, 5, 2], perm: [2, 0, 3, 1], shares: false },
+    { shape: [2, 3, 4, 5], perm: [3, 2, 1, 0], shares: false },
+    { shape: [2, 3, 2, 2, 3], perm: [1, 0, 2, 3, 4], shares: false },
+    { shape: [3, 0, 2], perm: [2, 1, 0], shares: false },
   ])('transpose $shape by $perm: matches cpu and the stock kernel (shares data: $shares)', async ({ shape, perm, shares }) => {
     const values = Array.from({ length: shape.reduce((p, d) => p * d, 1) }, (_, i) => i * 1.5 - 3);
     await expectNoLeak(async () => {
       await withBackend('wasm', async () => {
+        const ints = tf.tensor(values.map(Math.round), shape, 'int32');
+        const transposedInts = tf.transpose(ints, perm);
+        const stockInts = await withStockKernels(() => tf.transpose(ints, perm));
+        expect(transposedInts.dtype).toBe('int32');
+        expect(Array.from(await transposedInts.data())).toEqual(Array.from(await stockInts.data()));
+        tf.dispose([ints, transposedInts, stockInts]);
         const x = tf.tensor(values, shape);
         const out = tf.transpose(x, perm);
         expect(memoryOffset(out) === memoryOffset(x)).toBe(shares);
