@@ -496,9 +496,9 @@ static struct {
   pthread_mutex_t in_use; /* one call at a time (addon instances in several JS threads share the pool) */
 } pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, 0, 0, 0, PTHREAD_MUTEX_INITIALIZER};
 
+/* arg: the generation when the helper was started (a later helper must not take an old, finished job). */
 static void *pool_helper(void *arg) {
-  (void)arg;
-  int seen = 0;
+  int seen = (int)(intptr_t)arg;
   for (;;) {
     spin_while_equal(&pool.generation, seen);
     pthread_mutex_lock(&pool.lock);
@@ -522,7 +522,7 @@ static int ensure_helpers(int wanted) {
     pthread_attr_t attributes;
     pthread_attr_init(&attributes);
     pthread_attr_setdetachstate(&attributes, PTHREAD_CREATE_DETACHED);
-    const int failed = pthread_create(&thread, &attributes, pool_helper, NULL);
+    const int failed = pthread_create(&thread, &attributes, pool_helper, (void *)(intptr_t)pool.generation);
     pthread_attr_destroy(&attributes);
     if (failed) break;
     pool.helpers++;
@@ -532,7 +532,10 @@ static int ensure_helpers(int wanted) {
   return helpers;
 }
 
-/* Runs the job on this thread and every helper; returns when all pieces are done. */
+/*
+ * Runs the job on this thread and every helper; returns when all pieces are done. (Helpers are never
+ * stopped: after setThreads lowers the count, the ones already started still take part.)
+ */
 static void run_on_pool(parallel_job_t *job) {
   pthread_mutex_lock(&pool.lock);
   pool.job = job;

@@ -203,7 +203,9 @@ describe.runIf(addon !== null)('native addon', () => {
       // dimensions wider than the rows; beta != 0 so that every block must read its own part of C.
       const previous = native.setThreads(2);
       try {
-        for (const [m, n, k] of [[300, 200, 40], [40, 900, 64], [1000, 40, 50]] as const) {
+        // 2 threads, then 3: a helper started after jobs have run must wait for the next one
+        for (const [m, n, k, threads] of [[300, 200, 40, 2], [40, 900, 64, 2], [1000, 40, 50, 3], [300, 200, 40, 3]] as const) {
+          native.setThreads(threads);
           for (const [transposeA, transposeB] of [[false, false], [true, false], [false, true], [true, true]] as const) {
             const [lda, ldb, ldc] = [(transposeA ? m : k) + 3, (transposeB ? k : n) + 5, n + 7];
             const aRows = transposeA ? k : m;
