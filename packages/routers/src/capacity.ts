@@ -144,6 +144,7 @@ export function capacityKeepMask(
 ): tf.Tensor2D {
   return tf.tidy(() => {
     const [numTokens, topK] = expertIndices.shape;
+    if (capacities === null && options.tokenMask === undefined) return tf.ones([numTokens, topK]) as tf.Tensor2D; // dropless, no padding
     const realTokens = options.tokenMask ?? tf.ones([numTokens]); // [N]
     const realAssignments = tf.tile(tf.expandDims(realTokens, 1), [1, topK]) as tf.Tensor2D; // [N, K]
     if (capacities === null) return realAssignments;

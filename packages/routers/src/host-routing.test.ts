@@ -122,7 +122,10 @@ describe('hostTokenChoiceRouting', () => {
     const lse = (row: number[]) => Math.log(row.reduce((s, v) => s + Math.exp(v), 0));
     expect(out.zLoss.dataSync()[0]).toBeCloseTo((lse([2, 0, 1.5]) ** 2 + lse([1, 1.2, -3]) ** 2) / 2, 5);
     expect(out.selection.arraySync()).toEqual([[[1, 0, 0], [0, 0, 1]], [[0, 1, 0], [1, 0, 0]]]);
-    tf.dispose([logits, ...Object.values(out)]);
+    expect(out.assignmentsPerExpert).toEqual([2, 1, 1]);
+    const entropy = (row: number[]) => -row.reduce((sum, p) => sum + p * Math.log(p), 0);
+    expect(out.meanEntropy).toBeCloseTo((entropy(p0) + entropy(p1)) / 2, 7);
+    tf.dispose([logits, out.probabilities, out.expertIndices, out.selection, out.gates, out.loadBalance, out.zLoss]);
   });
 
   it('gives all-zero gates (not NaN) to a token whose picks are all dropped experts, and no gradient through them', () => {

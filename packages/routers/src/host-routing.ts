@@ -48,6 +48,10 @@ export interface HostRoutingResult {
   readonly loadBalance: tf.Scalar;
   /** The router z-loss (unweighted); differentiable. */
   readonly zLoss: tf.Scalar;
+  /** Host numbers: assignments per expert (before any capacity), length E. */
+  readonly assignmentsPerExpert: readonly number[];
+  /** Host number: mean over tokens of the entropy (nats) of the probabilities, `−Σ p·log max(p, 1e-30)`. */
+  readonly meanEntropy: number;
 }
 
 const VARIANCE_FLOOR = 1e-24;
@@ -120,6 +124,8 @@ export function hostTokenChoiceRouting(logits: tf.Tensor2D, settings: HostRoutin
     gates: output(() => tf.tensor2d(forward.gates, [n, k], 'float32'), (dy) => ({ dGates: dy.dataSync() as Float32Array })),
     loadBalance: output(() => tf.scalar(forward.loadBalance, 'float32'), (dy) => ({ dLoadBalance: dy.dataSync()[0] as number })),
     zLoss: output(() => tf.scalar(forward.zLoss, 'float32'), (dy) => ({ dZLoss: dy.dataSync()[0] as number })),
+    assignmentsPerExpert: Array.from(forward.counts),
+    meanEntropy: forward.entropySum / n,
   };
 }
 
@@ -138,7 +144,7 @@ function routeForward(
   e: number,
   k: number,
   settings: HostRoutingSettings,
-): { probabilities: Float32Array; gates: Float32Array; loadBalance: number; zLoss: number; state: ForwardState } {
+): { probabilities: Float32Array; gates: Float32Array; loadBalance: number; zLoss: number; counts: Float64Array; entropySum: number; state: ForwardState } {
   const probabilities = new Float64Array(n * e);
   const probabilities32 = new Float32Array(n * e);
   const gates = new Float32Array(n * k);
@@ -152,21 +158,28 @@ function routeForward(
   const meanProbabilities = new Float64Array(e);
   const routing = new Float64Array(e);
   let zSum = 0;
+  let entropySum = 0;
+  // Settings as locals of one type each: the loops below stay in V8's optimised code.
+  const normStd = settings.gateNormStd ?? 0;
+  const drop = settings.dropExperts === null ? null : Uint8Array.from(settings.dropExperts, (dropped) => (dropped ? 1 : 0));
   for (let t = 0; t < n; t++) {
     const row = t * e;
     // r = l / (std / gateNormStd)
-    if (settings.gateNormStd !== null) {
+    if (normStd > 0) {
       let sum = 0;
       for (let j = 0; j < e; j++) sum += logits[row + j] as number;
       const m = sum / e;
       let squares = 0;
-      for (let j = 0; j < e; j++) squares += ((logits[row + j] as number) - m) ** 2;
+      for (let j = 0; j < e; j++) {
+        const centred = (logits[row + j] as number) - m;
+        squares += centred * centred;
+      }
       const variance = squares / (e - 1);
       varianceOpen[t] = variance >= VARIANCE_FLOOR ? 1 : 0;
       const s = Math.sqrt(Math.max(variance, VARIANCE_FLOOR));
       mean[t] = m;
       std[t] = s;
-      const scale = s / settings.gateNormStd;
+      const scale = s / normStd;
       for (let j = 0; j < e; j++) routing[j] = (logits[row + j] as number) / scale;
     } else {
       for (let j = 0; j < e; j++) routing[j] = logits[row + j] as number;
@@ -175,39 +188,49 @@ function routeForward(
     let max = -Infinity;
     for (let j = 0; j < e; j++) max = Math.max(max, routing[j] as number);
     let total = 0;
-    for (let j = 0; j < e; j++) total += Math.exp((routing[j] as number) - max);
     for (let j = 0; j < e; j++) {
-      const p = Math.exp((routing[j] as number) - max) / total;
+      const exp = Math.exp((routing[j] as number) - max); // one exp per element: they dominate this loop
+      routing[j] = exp;
+      total += exp;
+    }
+    const lse = max + Math.log(total);
+    for (let j = 0; j < e; j++) {
+      const p = (routing[j] as number) / total;
       probabilities[row + j] = p;
       probabilities32[row + j] = p;
       meanProbabilities[j] = (meanProbabilities[j] as number) + p;
+      entropySum -= p * Math.log(Math.max(p, 1e-30));
     }
-    const lse = max + Math.log(total);
     logSumExp[t] = lse;
     zSum += lse * lse;
     // top-k on the float32 probabilities (the ones returned), ties to the lower index
     for (let slot = 0; slot < k; slot++) {
       let best = -1;
+      let bestValue = -Infinity;
       for (let j = 0; j < e; j++) {
         let taken = false;
-        for (let q = 0; q < slot; q++) taken ||= indices[t * k + q] === j;
-        if (!taken && (best < 0 || (probabilities32[row + j] as number) > (probabilities32[row + best] as number))) best = j;
+        for (let q = 0; q < slot; q++) if (indices[t * k + q] === j) taken = true;
+        const value = probabilities32[row + j] as number;
+        if (!taken && (best < 0 || value > bestValue)) {
+          best = j;
+          bestValue = value;
+        }
       }
       indices[t * k + slot] = best;
       counts[best] = (counts[best] as number) + 1;
     }
     // gates
-    if (settings.dropExperts !== null) {
+    if (drop !== null) {
       let sum = 0;
       for (let slot = 0; slot < k; slot++) {
         const expert = indices[t * k + slot] as number;
-        if (!settings.dropExperts[expert]) sum += probabilities[row + expert] as number;
+        if (drop[expert] === 0) sum += probabilities[row + expert] as number;
       }
       gateSum[t] = sum;
       const denominator = sum >= GATE_SUM_FLOOR ? sum : 1;
       for (let slot = 0; slot < k; slot++) {
         const expert = indices[t * k + slot] as number;
-        gates[t * k + slot] = settings.dropExperts[expert] ? 0 : (probabilities[row + expert] as number) / denominator;
+        gates[t * k + slot] = drop[expert] === 1 ? 0 : (probabilities[row + expert] as number) / denominator;
       }
     } else {
       for (let slot = 0; slot < k; slot++) gates[t * k + slot] = probabilities[row + (indices[t * k + slot] as number)] as number;
@@ -221,6 +244,8 @@ function routeForward(
     gates,
     loadBalance,
     zLoss: zSum / n,
+    counts,
+    entropySum,
     state: { n, e, k, logits, probabilities, indices, logSumExp, mean, std, varianceOpen, gateSum, fractions },
   };
 }

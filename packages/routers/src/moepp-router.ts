@@ -29,7 +29,7 @@ import { checkPositiveInteger, checkRouteInputs, createWeight, kindIndicator, se
 import { heterogeneousLoadBalanceLoss, routerZLoss } from './losses.js';
 import { GATE_SUM_FLOOR, hostTokenChoiceRouting } from './host-routing.js';
 import { finishTokenChoice, resolveTokenChoiceConfig, type TokenChoiceDecision } from './token-choice.js';
-import type { RouteOptions, Router, RouterOutput } from './types.js';
+import type { RouteOptions, Router, RouterOutput, RoutingStats } from './types.js';
 
 /** How the default (non-Mixtral) gating treats the zero expert's gate; see the module notes. */
 export type ZeroExpertGateRule = 'drop-and-renormalize' | 'raw-softmax';
@@ -239,6 +239,18 @@ export class MoEPlusPlusRouter implements Router {
       dropExperts: this.zeroExpertGate === 'drop-and-renormalize' ? this.expertKinds.map((kind) => kind === 'zero') : null,
       balanceWeights: this.expertKinds.map((kind) => (isZeroComputation(kind) ? this.tau : 1)),
     });
+    // Dropless (and no token mask here): every assignment is kept, so the statistics are host numbers too.
+    const numTokens = logits.shape[0];
+    const counts = routed.assignmentsPerExpert;
+    const stats: RoutingStats | undefined =
+      this.capacity.mode === 'dropless'
+        ? {
+            tokensPerExpert: tf.tensor1d([...counts], 'float32'),
+            droppedAssignments: tf.scalar(0),
+            ffnExpertsPerToken: tf.scalar(this.expertKinds.reduce((sum, kind, e) => sum + (kind === 'ffn' ? (counts[e] as number) : 0), 0) / numTokens),
+            entropy: tf.scalar(routed.meanEntropy),
+          }
+        : undefined;
     return {
       logits,
       probabilities: routed.probabilities,
@@ -246,6 +258,7 @@ export class MoEPlusPlusRouter implements Router {
       selection: routed.selection,
       gates: routed.gates,
       auxLosses: auxiliary ? { loadBalance: routed.loadBalance, zLoss: routed.zLoss } : {},
+      ...(stats ? { stats } : {}),
     };
   }
 

@@ -14,7 +14,7 @@ import {
 } from './capacity.js';
 import { checkExpertKinds, checkPositiveInteger, checkTopK } from './common.js';
 import { computeRoutingStats } from './stats.js';
-import type { RouterOutput } from './types.js';
+import type { RouterOutput, RoutingStats } from './types.js';
 
 /** The config fields every token-choice router has, as given (see e.g. `TopKRouterConfig`). */
 export interface TokenChoiceConfigInput {
@@ -82,6 +82,11 @@ export interface TokenChoiceDecision {
   readonly gates: tf.Tensor2D;
   /** Unweighted aux losses, `{}` when the route call asked for none (`auxiliary: false`). */
   readonly auxLosses: Readonly<Record<string, tf.Scalar>>;
+  /**
+   * The routing statistics when the router already has them (computed on the host); only valid when
+   * nothing is dropped (dropless, no token mask). Otherwise they are computed from the keep mask.
+   */
+  readonly stats?: RoutingStats;
 }
 
 /** Settings the tail needs. */
@@ -110,7 +115,7 @@ export function finishTokenChoice(decision: TokenChoiceDecision, settings: Token
     priority: settings.capacityPriority,
   }); // [N, K]
   const combineWeights = tf.mul(decision.gates, keepMask) as tf.Tensor2D; // [N, K]
-  const stats = computeRoutingStats({
+  const stats = decision.stats ?? computeRoutingStats({
     expertIndices: decision.expertIndices,
     keepMask,
     probabilities: decision.probabilities,
