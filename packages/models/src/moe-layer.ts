@@ -9,6 +9,7 @@
  *     copy / constant (elementwise, per token: no gather, no scatter):
  *                y_zc = x ⊙ w + G·V                                       w [N, 1] = Σ copy gates + Σ_c g_c·a1_c,
  *                                                                         G [N, C] = g_c·a2_c, V [C, D] the constants v_c
+ *                                                                         (copyConstantMix: one op, one native kernel each way)
  *     zero:      nothing at all
  *     output:    y = y_ffn + x ⊙ w + G·V                                   one AddN
  *
@@ -21,6 +22,7 @@ import * as tf from '@tensorflow/tfjs';
 import {
   checkNumber,
   checkShape,
+  copyConstantMix,
   groupedSwigluFfn,
   planDispatch,
   SeededRandom,
@@ -260,8 +262,8 @@ export class MoeLayer {
    * @param expertIndices - `[N, K]` int32
    * @param slotWeights - `[N, K]` float32 gates of the kept slots (0 where dropped)
    * @param counts - kept assignments per expert (length E)
-   * @returns the `[N, D]` terms to add to the output: `x ⊙ w`, and `G·V` when a constant expert was picked;
-   *   none when no token picked a copy or constant expert
+   * @returns the `[N, D]` term to add to the output (`x ⊙ w + G·V`, or `x ⊙ w` when no constant expert
+   *   was picked); none when no token picked a copy or constant expert
    */
   private copyAndConstantTerms(
     x: tf.Tensor2D,
@@ -273,11 +275,10 @@ export class MoeLayer {
     const copies = this.expertsOfKind.copy.filter(picked);
     const constants = this.expertsOfKind.constant.filter(picked);
     if (copies.length === 0 && constants.length === 0) return [];
-    const numTokens = x.shape[0];
     const numConstants = constants.length; // C
-    // Gate columns J: [all copy experts together (if picked), each picked constant expert]; table[e][j] = 1
-    // when expert e belongs to column j. gates[n, j] = Σ_k slotWeights[n, k] · table[idx[n, k], j].
-    const columns = [...(copies.length > 0 ? [copies] : []), ...constants.map((e) => [e])];
+    // Gate columns J = 1 + C: [all copy experts together (0 when none was picked), each picked constant
+    // expert]; table[e][j] = 1 when expert e belongs to column j. gates[n, j] = Σ_k slotWeights[n, k] · table[idx[n, k], j].
+    const columns = [copies, ...constants.map((e) => [e])];
     const table = tf.tensor2d(
       this.kinds.map((_, e) => columns.map((members) => (members.includes(e) ? 1 : 0))),
       [this.numExperts, columns.length],
@@ -287,15 +288,10 @@ export class MoeLayer {
     if (numConstants === 0) return [tf.mul(x, gates) as tf.Tensor2D]; // J = 1: x ⊙ w, w = the copy gates
 
     const experts = constants.map((e) => this.experts[e] as ConstantExpert);
-    const mixWeight = numConstants === 1 ? (experts[0] as ConstantExpert).weights.wg : tf.concat(experts.map((c) => c.weights.wg), 1); // [D, 2C]
-    const mix = tf.softmax(tf.matMul(x, mixWeight).reshape([numTokens, numConstants, 2])); // [N, C, 2] [a1, a2] per expert
-    const [keepInput, takeConstant] = tf.split(mix, 2, 2).map((a) => a.reshape([numTokens, numConstants])) as [tf.Tensor2D, tf.Tensor2D]; // [N, C] each
-    const constantGates = copies.length > 0 ? tf.slice(gates, [0, 1], [numTokens, numConstants]) : gates; // [N, C]
-    let inputWeight = tf.sum(tf.mul(constantGates, keepInput), 1, true) as tf.Tensor2D; // [N, 1] Σ_const g·a1
-    if (copies.length > 0) inputWeight = tf.add(inputWeight, tf.slice(gates, [0, 0], [numTokens, 1])); // + Σ_copy g
-    const constantWeights = tf.mul(constantGates, takeConstant) as tf.Tensor2D; // [N, C] G
+    const mixWeight = (numConstants === 1 ? (experts[0] as ConstantExpert).weights.wg : tf.concat(experts.map((c) => c.weights.wg), 1)) as tf.Tensor2D; // [D, 2C]
     const vectors = tf.stack(experts.map((c) => c.weights.constant)) as tf.Tensor2D; // [C, D] V
-    return [tf.mul(x, inputWeight) as tf.Tensor2D, tf.matMul(constantWeights, vectors)]; // [N, D] each
+    // x ⊙ (Σ_copy g + Σ_const g·a1) + G·V with [a1, a2] = softmax(W_c x): one op (one native kernel each way)
+    return [copyConstantMix(x, gates, mixWeight, vectors)]; // [N, D]
   }
 
   /**

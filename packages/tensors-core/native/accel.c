@@ -30,6 +30,9 @@
  *   sumOfSquares(heap, spans: Float64Array [offset0, length0, offset1, length1, ...]) -> number
  *   segmentSum(heap, xOffset, idsOffset, outOffset, rows, rowSize, numSegments)
  *   transpose(heap, xOffset, yOffset, layout: Float64Array [x's dims..., perm...])
+ *   copyConstant(heap, xOffset, gatesOffset, mixOffset, vectorsOffset, yOffset, n, d, c)
+ *   copyConstantGrad(heap, dyOffset, xOffset, gatesOffset, mixOffset, vectorsOffset, dxOffset,
+ *                    dGatesOffset, dLogitsOffset, dVectorsOffset, n, d, c)
  *   rotary(heap, xOffset, cosOffset, sinOffset, yOffset, batch, seqLen, half, inverse)
  *   causalSoftmax(heap, scoresOffset, probsOffset, matrices, t, scale)   in place when probs = scores
  *   causalSoftmaxGrad(heap, probsOffset, dProbsOffset, dScoresOffset, matrices, t, scale)
@@ -1458,6 +1461,73 @@ static napi_value softmax_cross_entropy_grad(napi_env env, napi_callback_info in
   return NULL;
 }
 
+/*
+ * copyConstant(heap, xOffset, gatesOffset, mixOffset, vectorsOffset, yOffset, n, d, c): the copy and
+ * constant experts per token; mix [N, 2C] holds x·W_c on entry and the pairwise softmax on exit (see
+ * copy_constant_rows). y must not overlap an input.
+ */
+static napi_value copy_constant(napi_env env, napi_callback_info info) {
+  call_t call;
+  int64_t x_offset, gates_offset, mix_offset, vectors_offset, y_offset, n, d, c;
+  if (!begin_call(env, info, &call, "copyConstant", 9)) return NULL;
+  if (!read_int(&call, 1, "xOffset", 0, OFFSET_LIMIT, &x_offset) || !read_int(&call, 2, "gatesOffset", 0, OFFSET_LIMIT, &gates_offset) ||
+      !read_int(&call, 3, "mixOffset", 0, OFFSET_LIMIT, &mix_offset) || !read_int(&call, 4, "vectorsOffset", 0, OFFSET_LIMIT, &vectors_offset) ||
+      !read_int(&call, 5, "yOffset", 0, OFFSET_LIMIT, &y_offset) || !read_int(&call, 6, "n", 0, INT_LIMIT, &n) ||
+      !read_int(&call, 7, "d", 0, INT_LIMIT, &d) || !read_int(&call, 8, "c", 1, 65536, &c)) {
+    return NULL;
+  }
+  const int64_t xs = product_or_fail(n, d), gs = product_or_fail(n, 1 + c), ms = product_or_fail(n, 2 * c), vs = product_or_fail(c, d);
+  if (xs < 0 || gs < 0 || ms < 0 || vs < 0) {
+    throw_range(&call, "a size overflows");
+    return NULL;
+  }
+  if (!check_span(&call, "x", x_offset, xs) || !check_span(&call, "gates", gates_offset, gs) || !check_span(&call, "mix", mix_offset, ms) ||
+      !check_span(&call, "vectors", vectors_offset, vs) || !check_span(&call, "y", y_offset, xs) ||
+      !check_disjoint(&call, "y", y_offset, xs, "x", x_offset, xs) || !check_disjoint(&call, "y", y_offset, xs, "gates", gates_offset, gs) ||
+      !check_disjoint(&call, "y", y_offset, xs, "mix", mix_offset, ms) || !check_disjoint(&call, "y", y_offset, xs, "vectors", vectors_offset, vs) ||
+      !check_disjoint(&call, "mix", mix_offset, ms, "x", x_offset, xs) || !check_disjoint(&call, "mix", mix_offset, ms, "gates", gates_offset, gs) ||
+      !check_disjoint(&call, "mix", mix_offset, ms, "vectors", vectors_offset, vs)) {
+    return NULL;
+  }
+  float *h = call.heap;
+  DISPATCH(copy_constant_rows, h + x_offset, h + gates_offset, h + mix_offset, h + vectors_offset, h + y_offset, n, d, c);
+  return NULL;
+}
+
+/*
+ * copyConstantGrad(heap, dyOffset, xOffset, gatesOffset, mixOffset, vectorsOffset, dxOffset, dGatesOffset,
+ * dLogitsOffset, dVectorsOffset, n, d, c): see copy_constant_grad_rows; the four outputs must not overlap
+ * any input or each other.
+ */
+static napi_value copy_constant_grad(napi_env env, napi_callback_info info) {
+  call_t call;
+  int64_t o[9], n, d, c;
+  static const char *const names[9] = {"dy", "x", "gates", "mix", "vectors", "dx", "dGates", "dLogits", "dVectors"};
+  static const char *const arguments[9] = {"dyOffset", "xOffset", "gatesOffset", "mixOffset", "vectorsOffset", "dxOffset", "dGatesOffset", "dLogitsOffset", "dVectorsOffset"};
+  if (!begin_call(env, info, &call, "copyConstantGrad", 13)) return NULL;
+  for (int i = 0; i < 9; i++) {
+    if (!read_int(&call, 1 + i, arguments[i], 0, OFFSET_LIMIT, &o[i])) return NULL;
+  }
+  if (!read_int(&call, 10, "n", 0, INT_LIMIT, &n) || !read_int(&call, 11, "d", 0, INT_LIMIT, &d) || !read_int(&call, 12, "c", 1, 65536, &c)) return NULL;
+  const int64_t xs = product_or_fail(n, d), gs = product_or_fail(n, 1 + c), ms = product_or_fail(n, 2 * c), vs = product_or_fail(c, d);
+  if (xs < 0 || gs < 0 || ms < 0 || vs < 0) {
+    throw_range(&call, "a size overflows");
+    return NULL;
+  }
+  const int64_t sizes[9] = {xs, xs, gs, ms, vs, xs, gs, ms, vs};
+  for (int i = 0; i < 9; i++) {
+    if (!check_span(&call, names[i], o[i], sizes[i])) return NULL;
+  }
+  for (int out = 5; out < 9; out++) {
+    for (int other = 0; other < 9; other++) {
+      if (other != out && !check_disjoint(&call, names[out], o[out], sizes[out], names[other], o[other], sizes[other])) return NULL;
+    }
+  }
+  float *h = call.heap;
+  DISPATCH(copy_constant_grad_rows, h + o[0], h + o[1], h + o[2], h + o[3], h + o[4], h + o[5], h + o[6], h + o[7], h + o[8], n, d, c);
+  return NULL;
+}
+
 /* ------------------------------------------------------------------------------------------------ */
 /* Module                                                                                           */
 
@@ -1483,6 +1553,8 @@ static napi_value init(napi_env env, napi_value exports) {
       {"sumOfSquares", NULL, sum_of_squares, NULL, NULL, NULL, napi_default, NULL},
       {"segmentSum", NULL, segment_sum, NULL, NULL, NULL, napi_default, NULL},
       {"transpose", NULL, transpose, NULL, NULL, NULL, napi_default, NULL},
+      {"copyConstant", NULL, copy_constant, NULL, NULL, NULL, napi_default, NULL},
+      {"copyConstantGrad", NULL, copy_constant_grad, NULL, NULL, NULL, napi_default, NULL},
       {"rotary", NULL, rotary, NULL, NULL, NULL, napi_default, NULL},
       {"causalSoftmax", NULL, causal_softmax, NULL, NULL, NULL, napi_default, NULL},
       {"causalSoftmaxGrad", NULL, causal_softmax_grad, NULL, NULL, NULL, napi_default, NULL},

@@ -346,3 +346,70 @@ static void KERNEL(softmax_cross_entropy_grad_rows)(const float *restrict dy, co
     d[targets[r]] -= g;
   }
 }
+
+/*
+ * The copy and constant experts of an MoE++ layer, per token (see copyConstantMix in
+ * src/copy-constant.ts). mix [N, 2C] holds x·W_c on entry and the pairwise softmax [a1_c, a2_c] on exit;
+ * gates [N, 1 + C] is (copy gate, constant gates); y [N, D] = x·(g0 + Σ_c g_c·a1_c) + Σ_c g_c·a2_c·v_c.
+ */
+static void KERNEL(copy_constant_rows)(const float *restrict x, const float *restrict gates, float *restrict mix, const float *restrict vectors,
+                                       float *restrict y, int64_t n, int64_t d, int64_t c) {
+  for (int64_t r = 0; r < n; r++) {
+    const float *restrict xr = x + r * d;
+    const float *restrict g = gates + r * (1 + c);
+    float *restrict m = mix + r * 2 * c;
+    float *restrict yr = y + r * d;
+    float w = g[0];
+    for (int64_t k = 0; k < c; k++) {
+      const float l1 = m[2 * k], l2 = m[2 * k + 1];
+      const float top = l1 > l2 ? l1 : l2;
+      const float e1 = expf(l1 - top), e2 = expf(l2 - top);
+      const float a1 = e1 / (e1 + e2), a2 = e2 / (e1 + e2);
+      m[2 * k] = a1;
+      m[2 * k + 1] = a2;
+      w += g[1 + k] * a1;
+    }
+    for (int64_t j = 0; j < d; j++) yr[j] = w * xr[j];
+    for (int64_t k = 0; k < c; k++) {
+      const float scale = g[1 + k] * m[2 * k + 1];
+      const float *restrict v = vectors + k * d;
+      for (int64_t j = 0; j < d; j++) yr[j] += scale * v[j];
+    }
+  }
+}
+
+/*
+ * The gradient of copy_constant_rows, all but the two products with W_c: dx = w·dy (the caller adds
+ * dLogits·W_cᵀ), dGates, dLogits [N, 2C] (through the pairwise softmax) and dVectors [C, D] (overwritten).
+ */
+static void KERNEL(copy_constant_grad_rows)(const float *restrict dy, const float *restrict x, const float *restrict gates, const float *restrict mix,
+                                            const float *restrict vectors, float *restrict dx, float *restrict d_gates, float *restrict d_logits,
+                                            float *restrict d_vectors, int64_t n, int64_t d, int64_t c) {
+  for (int64_t i = 0; i < c * d; i++) d_vectors[i] = 0.0f;
+  for (int64_t r = 0; r < n; r++) {
+    const float *restrict dyr = dy + r * d;
+    const float *restrict xr = x + r * d;
+    const float *restrict g = gates + r * (1 + c);
+    const float *restrict m = mix + r * 2 * c;
+    float *restrict dxr = dx + r * d;
+    float *restrict dg = d_gates + r * (1 + c);
+    float *restrict dl = d_logits + r * 2 * c;
+    float w = g[0];
+    for (int64_t k = 0; k < c; k++) w += g[1 + k] * m[2 * k];
+    const float dw = KERNEL(dot)(dyr, xr, d); /* d y / d w = x */
+    for (int64_t j = 0; j < d; j++) dxr[j] = w * dyr[j];
+    dg[0] = dw;
+    for (int64_t k = 0; k < c; k++) {
+      const float a1 = m[2 * k], a2 = m[2 * k + 1];
+      const float d_g_big = KERNEL(dot)(dyr, vectors + k * d, d); /* d y / d G_k = v_k */
+      dg[1 + k] = dw * a1 + d_g_big * a2;
+      const float da1 = dw * g[1 + k], da2 = d_g_big * g[1 + k];
+      const float mean = a1 * da1 + a2 * da2;
+      dl[2 * k] = a1 * (da1 - mean);
+      dl[2 * k + 1] = a2 * (da2 - mean);
+      const float big_g = g[1 + k] * a2;
+      float *restrict dv = d_vectors + k * d;
+      for (int64_t j = 0; j < d; j++) dv[j] += big_g * dyr[j];
+    }
+  }
+}

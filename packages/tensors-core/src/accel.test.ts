@@ -486,6 +486,23 @@ describe.runIf(addon !== null)('native addon', () => {
       expect(() => native.transpose(heap.buffer, 0, 64, new Float64Array([2, 3, 4]))).toThrow(TypeError);
     });
 
+    it('copyConstant and copyConstantGrad bounds-check their spans and refuse outputs that overlap an input', () => {
+      const heap = new Float32Array(256);
+      heap.set(randomArray(256, 61));
+      const [n, d, c] = [4, 3, 1]; // x 12, gates 8, mix 8, vectors 3, y 12
+      expect(() => native.copyConstant(heap.buffer, 0, 12, 20, 28, 250, n, d, c)).toThrow("accel.copyConstant: 'y' [250, 262) is outside the heap of 256 floats");
+      expect(() => native.copyConstant(heap.buffer, 0, 12, 20, 28, 6, n, d, c)).toThrow("accel.copyConstant: 'y' overlaps 'x'");
+      expect(() => native.copyConstant(heap.buffer, 0, 12, 20, 28, 40, n, d, 0)).toThrow("accel.copyConstant: argument 'c' must be a whole number in [1, 65536], got 0");
+      const before = heap.slice();
+      native.copyConstant(heap.buffer, 0, 12, 20, 28, 40, n, d, c);
+      expect(Array.from(heap.subarray(0, 20))).toEqual(Array.from(before.subarray(0, 20))); // inputs untouched
+      for (let r = 0; r < n; r++) expect((heap[20 + 2 * r] as number) + (heap[21 + 2 * r] as number)).toBeCloseTo(1, 6); // mix: a pairwise softmax
+      // dy 64.., x 0, gates 12, mix 20, vectors 28; outputs dx 100, dGates 120, dLogits 140, dVectors 160
+      expect(() => native.copyConstantGrad(heap.buffer, 64, 0, 12, 20, 28, 100, 120, 140, 26, n, d, c)).toThrow("accel.copyConstantGrad: 'dVectors' overlaps 'mix'");
+      expect(() => native.copyConstantGrad(heap.buffer, 64, 0, 12, 20, 28, 100, 120, 140, 254, n, d, c)).toThrow("accel.copyConstantGrad: 'dVectors' [254, 257) is outside the heap of 256 floats");
+      expect(() => native.copyConstantGrad(heap.buffer, 64, 0, 12, 20, 28, 100, 120, 140, 160, n, d, c)).not.toThrow();
+    });
+
     it('sgemmList refuses outputs that overlap another product, spans outside the heap and malformed lists', () => {
       const heap = new Float32Array(256);
       const product = (a: number, b: number, c: number) => [0, 0, 4, 4, 4, 1, a, 4, b, 4, 0, c, 4];

@@ -127,6 +127,31 @@ export interface NativeAccel {
    */
   transpose(heap: ArrayBuffer, xOffset: number, yOffset: number, layout: Float64Array): void;
   /**
+   * The copy and constant experts of an MoE++ layer per token (see `../copy-constant.ts`): `mix`
+   * `[n, 2c]` holds `x·W_c` on entry and the pairwise softmax `[a1, a2]` on exit; `gates` `[n, 1 + c]`
+   * is the copy gate then the constant gates; `y` `[n, d] = x·(g0 + Σ g_k·a1_k) + Σ g_k·a2_k·v_k`.
+   */
+  copyConstant(heap: ArrayBuffer, xOffset: number, gatesOffset: number, mixOffset: number, vectorsOffset: number, yOffset: number, n: number, d: number, c: number): void;
+  /**
+   * The gradient of {@link NativeAccel.copyConstant} except the two products with `W_c`: `dx = w·dy`
+   * (add `dLogits·W_cᵀ`), `dGates` `[n, 1 + c]`, `dLogits` `[n, 2c]` and `dVectors` `[c, d]` (overwritten).
+   */
+  copyConstantGrad(
+    heap: ArrayBuffer,
+    dyOffset: number,
+    xOffset: number,
+    gatesOffset: number,
+    mixOffset: number,
+    vectorsOffset: number,
+    dxOffset: number,
+    dGatesOffset: number,
+    dLogitsOffset: number,
+    dVectorsOffset: number,
+    n: number,
+    d: number,
+    c: number,
+  ): void;
+  /**
    * Rotary embedding, rotate-half convention (see `../fused.ts`): `y1 = x1·c − x2·s`, `y2 = x2·c + x1·s`
    * for `x` `[batch, seqLen, 2·half]` and the tables `cos`, `sin` `[seqLen, half]`; `inverse` rotates by
    * the negative angle (the gradient). `y` must not overlap an input.

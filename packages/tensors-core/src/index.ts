@@ -43,6 +43,7 @@ export { causalAttention } from './attention.js';
 export { softmaxCrossEntropy } from './cross-entropy.js';
 export { groupedSwigluFfn } from './grouped-ffn.js';
 export { adamwUpdate, sumOfSquares, type AdamWUpdate, type AdamWUpdateScalars } from './optim.js';
+export { copyConstantMix } from './copy-constant.js';
 export * from './expert-kinds.js';
 export * from './dispatch.js';
 export * from './accounting.js';
