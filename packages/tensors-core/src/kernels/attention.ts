@@ -21,7 +21,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import { floatOffset, requireAccel, runProducts, type HeapProduct } from './heap.js';
-import { allocateOutputs, currentHeap, registerWasmKernels, requireInput, type NativeKernelArgs } from './native-kernel.js';
+import { registerWasmKernels, requireInput, withOutputs, type NativeKernelArgs } from './native-kernel.js';
 
 type TensorInfo = tf.TensorInfo;
 
@@ -76,17 +76,16 @@ function forwardKernel(args: NativeKernelArgs): TensorInfo[] {
   const scale = scaleOf(kernelName, args);
   const { batch, heads, seqLen, headDim } = sizes;
   const matrices = batch * heads;
-  const outputs = allocateOutputs(backend, [
+  const shapes = [
     [batch, seqLen, heads, headDim], // out
     [batch, heads, seqLen, seqLen], // probs
-  ]);
-  try {
+  ];
+  return withOutputs(backend, shapes, (heap, outputs) => {
     if (matrices * seqLen * headDim > 0) {
       const [out, probs] = outputs as [TensorInfo, TensorInfo];
       const [qOffset, kOffset, vOffset] = (['q', 'k', 'v'] as const).map((name) => offsetOf(backend, args.inputs[name] as TensorInfo)) as [number, number, number];
       const outOffset = offsetOf(backend, out);
       const probsOffset = offsetOf(backend, probs);
-      const heap = currentHeap(backend, out);
       const block = seqLen * headDim; // floats of one [T, hd] head
       const scores = seqLen * seqLen; // floats of one [T, T] block
       const rowWidth = heads * headDim; // H·hd, the row stride of out
@@ -131,11 +130,7 @@ function forwardKernel(args: NativeKernelArgs): TensorInfo[] {
       // nothing to multiply: out is empty; probs (non-empty only when hd = 0) is never read, zeros
       (backend.typedArrayFromHeap(outputs[1] as TensorInfo) as Float32Array).fill(0);
     }
-  } catch (error) {
-    for (const info of outputs) backend.disposeData(info.dataId);
-    throw error;
-  }
-  return outputs;
+  });
 }
 
 function backwardKernel(args: NativeKernelArgs): TensorInfo[] {
@@ -149,18 +144,15 @@ function backwardKernel(args: NativeKernelArgs): TensorInfo[] {
   const probs = requireInput(kernelName, args.inputs, 'probs', [batch, heads, seqLen, seqLen]);
   const matrices = batch * heads;
   const headShape = [batch, heads, seqLen, headDim];
-  const made = allocateOutputs(backend, [headShape, headShape, headShape, [batch, heads, seqLen, seqLen]]); // dq, dk, dv, scratch dP / dS
-  const outputs = made.slice(0, 3);
-  const scratch = made[3] as TensorInfo;
-  try {
+  // dq, dk, dv; scratch dP / dS [B, H, T, T]
+  return withOutputs(backend, [headShape, headShape, headShape], (heap, outputs, [scratch]) => {
     if (matrices * seqLen * headDim > 0) {
       const [dq, dk, dv] = outputs as [TensorInfo, TensorInfo, TensorInfo];
       const [qOffset, kOffset, vOffset] = (['q', 'k', 'v'] as const).map((name) => offsetOf(backend, args.inputs[name] as TensorInfo)) as [number, number, number];
       const dOutOffset = offsetOf(backend, dOut);
       const probsOffset = offsetOf(backend, probs);
       const [dqOffset, dkOffset, dvOffset] = [dq, dk, dv].map((info) => offsetOf(backend, info)) as [number, number, number];
-      const scratchOffset = offsetOf(backend, scratch);
-      const heap = currentHeap(backend, dq);
+      const scratchOffset = offsetOf(backend, scratch as TensorInfo);
       const block = seqLen * headDim;
       const scores = seqLen * seqLen;
       const rowWidth = heads * headDim;
@@ -235,12 +227,7 @@ function backwardKernel(args: NativeKernelArgs): TensorInfo[] {
         ]).flat(),
       );
     }
-  } catch (error) {
-    for (const info of made) backend.disposeData(info.dataId);
-    throw error;
-  }
-  backend.disposeData(scratch.dataId);
-  return outputs;
+  }, [[batch, heads, seqLen, seqLen]]);
 }
 
 const KERNELS: ReadonlyArray<[string, tf.KernelFunc]> = [

@@ -14,7 +14,7 @@
 import type * as tf from '@tensorflow/tfjs';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import { floatOffset, requireAccel, runProducts } from './heap.js';
-import { allocateOutputs, currentHeap, registerWasmKernels, requireInput, type NativeKernelArgs } from './native-kernel.js';
+import { registerWasmKernels, requireInput, withOutputs, type NativeKernelArgs } from './native-kernel.js';
 
 type TensorInfo = tf.TensorInfo;
 
@@ -48,14 +48,13 @@ function forwardKernel(args: NativeKernelArgs): TensorInfo[] {
   const backend = args.backend as BackendWasm;
   const { n, d, c } = sizesOf(kernelName, args.inputs);
   const { x, gates, mixWeight, vectors } = args.inputs as Record<string, TensorInfo>;
-  const outputs = allocateOutputs(backend, [
+  const shapes = [
     [n, d], // y
     [n, 2 * c], // mix
-  ]);
-  try {
+  ];
+  return withOutputs(backend, shapes, (heap, outputs) => {
     const [y, mix] = outputs as [TensorInfo, TensorInfo];
     const [xOffset, mixOffset] = [offsetOf(backend, x as TensorInfo), offsetOf(backend, mix)];
-    const heap = currentHeap(backend, y);
     if (n > 0) {
       // mix [N, 2C] = x [N, D] · mixWeight [D, 2C]; the softmax and the rest per token, natively
       runProducts(accel, heap, [
@@ -63,11 +62,7 @@ function forwardKernel(args: NativeKernelArgs): TensorInfo[] {
       ]);
       accel.copyConstant(heap, xOffset, offsetOf(backend, gates as TensorInfo), mixOffset, offsetOf(backend, vectors as TensorInfo), offsetOf(backend, y), n, d, c);
     }
-  } catch (error) {
-    for (const info of outputs) backend.disposeData(info.dataId);
-    throw error;
-  }
-  return outputs;
+  });
 }
 
 function backwardKernel(args: NativeKernelArgs): TensorInfo[] {
@@ -78,20 +73,17 @@ function backwardKernel(args: NativeKernelArgs): TensorInfo[] {
   const dy = requireInput(kernelName, args.inputs, 'dy', [n, d]);
   const mix = requireInput(kernelName, args.inputs, 'mix', [n, 2 * c]);
   const { x, gates, mixWeight, vectors } = args.inputs as Record<string, TensorInfo>;
-  const outputs = allocateOutputs(backend, [
+  const shapes = [
     [n, d], // dx
     [n, 1 + c], // dGates
     [d, 2 * c], // dMixWeight
     [c, d], // dVectors
-  ]);
-  let scratch: TensorInfo[] = [];
-  try {
-    scratch = allocateOutputs(backend, [[n, 2 * c]]); // dLogits
+  ];
+  // scratch: dLogits [N, 2C]
+  return withOutputs(backend, shapes, (heap, outputs, [dLogits]) => {
     const [dx, dGates, dMixWeight, dVectors] = outputs as [TensorInfo, TensorInfo, TensorInfo, TensorInfo];
-    const dLogits = scratch[0] as TensorInfo;
-    const [xOffset, dxOffset, dLogitsOffset] = [offsetOf(backend, x as TensorInfo), offsetOf(backend, dx), offsetOf(backend, dLogits)];
+    const [xOffset, dxOffset, dLogitsOffset] = [offsetOf(backend, x as TensorInfo), offsetOf(backend, dx), offsetOf(backend, dLogits as TensorInfo)];
     const mixWeightOffset = offsetOf(backend, mixWeight as TensorInfo);
-    const heap = currentHeap(backend, dx);
     accel.copyConstantGrad(
       heap,
       offsetOf(backend, dy),
@@ -112,13 +104,7 @@ function backwardKernel(args: NativeKernelArgs): TensorInfo[] {
       ...(n > 0 ? [{ transposeA: false, transposeB: true, m: n, n: d, k: 2 * c, aOffset: dLogitsOffset, lda: 2 * c, bOffset: mixWeightOffset, ldb: 2 * c, beta: 1, cOffset: dxOffset, ldc: Math.max(d, 1) }] : []),
       { transposeA: true, transposeB: false, m: d, n: 2 * c, k: n, aOffset: xOffset, lda: Math.max(d, 1), bOffset: dLogitsOffset, ldb: 2 * c, cOffset: offsetOf(backend, dMixWeight), ldc: 2 * c },
     ]);
-  } catch (error) {
-    for (const info of outputs) backend.disposeData(info.dataId);
-    throw error;
-  } finally {
-    for (const info of scratch) backend.disposeData(info.dataId);
-  }
-  return outputs;
+  }, [[n, 2 * c]]);
 }
 
 const KERNELS: ReadonlyArray<[string, tf.KernelFunc]> = [

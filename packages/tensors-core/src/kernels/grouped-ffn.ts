@@ -23,7 +23,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import { floatOffset, requireAccel, runProducts } from './heap.js';
-import { allocateOutputs, currentHeap, registerWasmKernels, requireInput, type NativeKernelArgs } from './native-kernel.js';
+import { registerWasmKernels, requireInput, withOutputs, type NativeKernelArgs } from './native-kernel.js';
 
 /** Element offset of a float32 tensor in the wasm heap (see `floatOffset`). */
 const offsetOf = (backend: BackendWasm, info: TensorInfo): number => floatOffset(backend, info, 'grouped FFN kernel');
@@ -93,17 +93,16 @@ function groupedForwardKernel(args: NativeKernelArgs): TensorInfo[] {
   const rowsOffset = offsetOf(backend, rows as TensorInfo);
   const upWeightOffsets = plan.upWeights.map((info) => offsetOf(backend, info));
   const downWeightOffsets = plan.downWeights.map((info) => offsetOf(backend, info));
-  const outputs = allocateOutputs(backend, [
+  const shapes = [
     [m, d], // y
     [m, 2 * f], // up (pre-activation)
     [m, f], // hidden = swiglu(up)
-  ]);
-  try {
+  ];
+  return withOutputs(backend, shapes, (heap, outputs) => {
     const [y, up, hidden] = outputs as [TensorInfo, TensorInfo, TensorInfo];
     const yOffset = offsetOf(backend, y);
     const upOffset = offsetOf(backend, up);
     const hiddenOffset = offsetOf(backend, hidden);
-    const heap = currentHeap(backend, y);
     // up_g [n, 2F] = rows_g [n, D] · upWeight_g [D, 2F]
     runProducts(
       accel,
@@ -123,11 +122,7 @@ function groupedForwardKernel(args: NativeKernelArgs): TensorInfo[] {
         return { transposeA: false, transposeB: false, m: n, n: d, k: f, aOffset: hiddenOffset + start * f, lda: f, bOffset: downWeightOffsets[g] as number, ldb: d, cOffset: yOffset + start * d, ldc: d };
       }),
     );
-  } catch (error) {
-    for (const info of outputs) backend.disposeData(info.dataId);
-    throw error;
-  }
-  return outputs;
+  });
 }
 
 function groupedBackwardKernel(args: NativeKernelArgs): TensorInfo[] {
@@ -147,24 +142,22 @@ function groupedBackwardKernel(args: NativeKernelArgs): TensorInfo[] {
   const hiddenOffset = offsetOf(backend, hidden);
   const upWeightOffsets = plan.upWeights.map((info) => offsetOf(backend, info));
   const downWeightOffsets = plan.downWeights.map((info) => offsetOf(backend, info));
-  const outputs = allocateOutputs(backend, [
+  const shapes = [
     [m, d], // dRows
     ...groupSizes.map(() => [d, 2 * f]), // dUpWeight_g
     ...groupSizes.map(() => [f, d]), // dDownWeight_g
-  ]);
-  let scratch: TensorInfo[] = [];
-  try {
-    scratch = allocateOutputs(backend, [
-      [m, f], // dHidden
-      [m, 2 * f], // dUp
-    ]);
+  ];
+  const scratchShapes = [
+    [m, f], // dHidden
+    [m, 2 * f], // dUp
+  ];
+  return withOutputs(backend, shapes, (heap, outputs, scratch) => {
     const [dHidden, dUp] = scratch as [TensorInfo, TensorInfo];
     const dRowsOffset = offsetOf(backend, outputs[0] as TensorInfo);
     const dUpWeightOffsets = outputs.slice(1, 1 + groupCount).map((info) => offsetOf(backend, info));
     const dDownWeightOffsets = outputs.slice(1 + groupCount).map((info) => offsetOf(backend, info));
     const dHiddenOffset = offsetOf(backend, dHidden);
     const dUpOffset = offsetOf(backend, dUp);
-    const heap = currentHeap(backend, dUp);
     // dHidden_g [n, F] = dy_g [n, D] · downWeight_gᵀ ([F, D] read transposed)
     runProducts(
       accel,
@@ -191,13 +184,7 @@ function groupedBackwardKernel(args: NativeKernelArgs): TensorInfo[] {
         ];
       }),
     );
-  } catch (error) {
-    for (const info of outputs) backend.disposeData(info.dataId);
-    throw error;
-  } finally {
-    for (const info of scratch) backend.disposeData(info.dataId);
-  }
-  return outputs;
+  }, scratchShapes);
 }
 
 const KERNELS: ReadonlyArray<[string, tf.KernelFunc]> = [

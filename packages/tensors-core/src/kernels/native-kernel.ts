@@ -1,7 +1,8 @@
 /**
  * What every native wasm kernel of the kit shares (`native-fused.ts`, `grouped-ffn.ts`, `attention.ts`,
- * `cross-entropy.ts`): the kernel function's arguments, input checks, float32 outputs that are freed
- * again when the kernel fails, the heap buffer read after the last allocation, and registration.
+ * `cross-entropy.ts`, `copy-constant.ts`): the kernel function's arguments, input checks, float32 outputs
+ * (and scratch) that are freed again when the kernel fails, the heap buffer read after the last
+ * allocation, and registration.
  * Heap offsets and the native products are in `heap.ts`.
  */
 import * as tf from '@tensorflow/tfjs';
@@ -66,7 +67,7 @@ export function requireFloat32(kernelName: string, name: string, info: tf.Tensor
  * @param shapes - one shape per tensor
  * @returns the new tensors (the caller frees them if it fails later)
  */
-export function allocateOutputs(backend: BackendWasm, shapes: ReadonlyArray<readonly number[]>): tf.TensorInfo[] {
+function allocateOutputs(backend: BackendWasm, shapes: ReadonlyArray<readonly number[]>): tf.TensorInfo[] {
   const made: tf.TensorInfo[] = [];
   try {
     for (const shape of shapes) made.push(backend.makeOutput([...shape], 'float32'));
@@ -84,30 +85,37 @@ export function allocateOutputs(backend: BackendWasm, shapes: ReadonlyArray<read
  * @param any - any tensor in the heap
  * @returns the heap's buffer
  */
-export function currentHeap(backend: BackendWasm, any: tf.TensorInfo): ArrayBuffer {
+function currentHeap(backend: BackendWasm, any: tf.TensorInfo): ArrayBuffer {
   return backend.typedArrayFromHeap(any).buffer as ArrayBuffer;
 }
 
 /**
- * Allocates float32 outputs, then runs `fill` with the heap read after the last allocation; on any
- * error the outputs are freed and the error rethrown.
+ * Allocates float32 outputs (and scratch tensors), then runs `fill` with the heap read after the last
+ * allocation; on any error the outputs are freed and the error rethrown. The scratch tensors are freed
+ * either way.
  *
  * @param backend - the wasm backend
  * @param shapes - one shape per output (at least one)
- * @param fill - writes the outputs
+ * @param fill - writes the outputs, using the scratch tensors as it likes
+ * @param scratchShapes - one shape per scratch tensor; default none
  * @returns the outputs
  */
 export function withOutputs(
   backend: BackendWasm,
   shapes: ReadonlyArray<readonly number[]>,
-  fill: (heap: ArrayBuffer, outputs: tf.TensorInfo[]) => void,
+  fill: (heap: ArrayBuffer, outputs: tf.TensorInfo[], scratch: tf.TensorInfo[]) => void,
+  scratchShapes: ReadonlyArray<readonly number[]> = [],
 ): tf.TensorInfo[] {
   const outputs = allocateOutputs(backend, shapes);
+  let scratch: tf.TensorInfo[] = [];
   try {
-    fill(currentHeap(backend, outputs[0] as tf.TensorInfo), outputs);
+    scratch = allocateOutputs(backend, scratchShapes);
+    fill(currentHeap(backend, outputs[0] as tf.TensorInfo), outputs, scratch);
   } catch (error) {
     for (const output of outputs) backend.disposeData(output.dataId);
     throw error;
+  } finally {
+    for (const info of scratch) backend.disposeData(info.dataId);
   }
   return outputs;
 }
