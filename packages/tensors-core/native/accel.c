@@ -186,6 +186,25 @@ static int read_bool(call_t *call, size_t index, const char *name, int *out) {
   return 1;
 }
 
+/*
+ * Reads argv[index] as a Float64Array (a list argument: products, spans, a layout). Returns 0, throwing
+ * nothing, when it is not one: each caller throws its own message, which says what the list must hold.
+ */
+static int read_float64_array(call_t *call, size_t index, const double **data, size_t *length) {
+  bool is_typed = false;
+  napi_typedarray_type type;
+  void *values = NULL;
+  napi_value buffer;
+  size_t byte_offset = 0;
+  if (index >= call->argc || napi_is_typedarray(call->env, call->argv[index], &is_typed) != napi_ok || !is_typed ||
+      napi_get_typedarray_info(call->env, call->argv[index], &type, length, &values, &buffer, &byte_offset) != napi_ok ||
+      type != napi_float64_array) {
+    return 0;
+  }
+  *data = (const double *)values;
+  return 1;
+}
+
 /* Checks that [offset, offset + extent) lies inside the heap (extent 0: nothing is touched). */
 static int check_span(call_t *call, const char *name, int64_t offset, int64_t extent) {
   char text[256];
@@ -738,14 +757,9 @@ static napi_value sgemm_list(napi_env env, napi_callback_info info) {
     throw_type(&call, "OpenBLAS is not loaded (call load() first)");
     return NULL;
   }
-  bool is_typed = false;
-  napi_typedarray_type type;
+  const double *fields = NULL;
   size_t length = 0;
-  void *data = NULL;
-  napi_value buffer;
-  size_t byte_offset = 0;
-  if (napi_is_typedarray(env, call.argv[1], &is_typed) != napi_ok || !is_typed ||
-      napi_get_typedarray_info(env, call.argv[1], &type, &length, &data, &buffer, &byte_offset) != napi_ok || type != napi_float64_array) {
+  if (!read_float64_array(&call, 1, &fields, &length)) {
     throw_type(&call, "argument 'products' must be a Float64Array");
     return NULL;
   }
@@ -757,7 +771,6 @@ static napi_value sgemm_list(napi_env env, napi_callback_info info) {
   }
   const int64_t count = (int64_t)(length / GEMM_FIELDS);
   if (count == 0) return NULL;
-  const double *fields = (const double *)data;
   gemm_item_t *items = (gemm_item_t *)malloc((size_t)count * sizeof(gemm_item_t));
   block_t(*blocks)[3] = (block_t(*)[3])malloc((size_t)count * sizeof *blocks); /* output, a, b of each product */
   if (items == NULL || blocks == NULL) {
@@ -1180,19 +1193,12 @@ static napi_value transpose(napi_env env, napi_callback_info info) {
   int64_t x_offset, y_offset;
   if (!begin_call(env, info, &call, "transpose", 4)) return NULL;
   if (!read_int(&call, 1, "xOffset", 0, OFFSET_LIMIT, &x_offset) || !read_int(&call, 2, "yOffset", 0, OFFSET_LIMIT, &y_offset)) return NULL;
-  bool is_typed = false;
-  napi_typedarray_type type;
+  const double *layout = NULL;
   size_t length = 0;
-  void *data = NULL;
-  napi_value buffer;
-  size_t byte_offset = 0;
-  if (napi_is_typedarray(env, call.argv[3], &is_typed) != napi_ok || !is_typed ||
-      napi_get_typedarray_info(env, call.argv[3], &type, &length, &data, &buffer, &byte_offset) != napi_ok || type != napi_float64_array ||
-      length % 2 != 0 || length / 2 > MAX_RANK) {
+  if (!read_float64_array(&call, 3, &layout, &length) || length % 2 != 0 || length / 2 > MAX_RANK) {
     throw_type(&call, "argument 'layout' must be a Float64Array of x's dims then the permutation, rank <= 8");
     return NULL;
   }
-  const double *layout = (const double *)data;
   const int rank = (int)(length / 2);
   int64_t dims[MAX_RANK], perm[MAX_RANK], x_strides[MAX_RANK], total = 1;
   int seen[MAX_RANK] = {0};
@@ -1250,19 +1256,13 @@ static napi_value transpose(napi_env env, napi_callback_info info) {
 static napi_value sum_of_squares(napi_env env, napi_callback_info info) {
   call_t call;
   if (!begin_call(env, info, &call, "sumOfSquares", 2)) return NULL;
-  bool is_typed = false;
-  napi_typedarray_type type;
+  const double *spans = NULL;
   size_t length = 0;
-  void *data = NULL;
-  napi_value buffer, result;
-  size_t byte_offset = 0;
-  if (napi_is_typedarray(env, call.argv[1], &is_typed) != napi_ok || !is_typed ||
-      napi_get_typedarray_info(env, call.argv[1], &type, &length, &data, &buffer, &byte_offset) != napi_ok || type != napi_float64_array ||
-      length % 2 != 0) {
+  napi_value result;
+  if (!read_float64_array(&call, 1, &spans, &length) || length % 2 != 0) {
     throw_type(&call, "argument 'spans' must be a Float64Array of (offset, length) pairs");
     return NULL;
   }
-  const double *spans = (const double *)data;
   for (size_t i = 0; i < length; i += 2) {
     char text[160];
     if (!(spans[i] >= 0 && spans[i] <= (double)OFFSET_LIMIT && spans[i] == floor(spans[i])) ||
