@@ -4,19 +4,11 @@ import { accelerationStatus, suspendAcceleration, withAcceleration } from './acc
 import { causalAttention } from './attention.js';
 import { ConfigError, ShapeError } from './errors.js';
 import { fusedOpsActive } from './fused.js';
-import { SeededRandom } from './random.js';
-import { checkGradients, expectNoLeak, expectValuesClose, valuesOn, withBackend, type TensorValues } from './testing.js';
+import { accelerationPaths, seededNormals, checkGradients, expectNoLeak, expectValuesClose, valuesOn, withBackend, type TensorValues } from './testing.js';
 
-function randomValues(size: number, seed: number, scale = 1): Float32Array {
-  const rng = new SeededRandom(seed);
-  return Float32Array.from({ length: size }, () => rng.normal() * scale);
-}
 
 /** Fused (when acceleration is active) and composite, on wasm; cpu is always the composite reference. */
-const PATHS = [
-  ...(accelerationStatus().active ? [{ path: 'fused native kernels', accelerated: true }] : []),
-  { path: 'composite ops', accelerated: false },
-] as const;
+const PATHS = accelerationPaths();
 
 /** `[B, H, T, hd]`, or `[B, T, H, hd]` for the output. */
 type Shape4 = [number, number, number, number];
@@ -40,7 +32,7 @@ const CASES: readonly AttentionCase[] = [
 function caseInputs({ shape }: AttentionCase, seed: number): { q: Float32Array; k: Float32Array; v: Float32Array; upstream: Float32Array } {
   const size = shape.reduce((p, d) => p * d, 1);
   const spread = 1.5 / Math.sqrt(Math.sqrt(shape[3]));
-  return { q: randomValues(size, seed, spread), k: randomValues(size, seed + 1, spread), v: randomValues(size, seed + 2), upstream: randomValues(size, seed + 3) };
+  return { q: seededNormals(size, seed, spread), k: seededNormals(size, seed + 1, spread), v: seededNormals(size, seed + 2), upstream: seededNormals(size, seed + 3) };
 }
 
 /** `[B, H, T, hd]` -> `[B, T, H, hd]`. */
@@ -57,7 +49,7 @@ describe.each(PATHS)('causalAttention on wasm: $path', ({ accelerated }) => {
 
   it('takes the path this block is about, forward and backward', async () => {
     await withBackend('wasm', async () => {
-      const x = tf.tensor4d(randomValues(2 * 2 * 3 * 4, 1), [2, 2, 3, 4]);
+      const x = tf.tensor4d(seededNormals(2 * 2 * 3 * 4, 1), [2, 2, 3, 4]);
       try {
         expect(fusedOpsActive()).toBe(accelerated);
         const profile = await tf.profile(() => tf.grads((q: tf.Tensor, k: tf.Tensor, v: tf.Tensor) => tf.sum(causalAttention(q, k, v)))([x, x, x]));

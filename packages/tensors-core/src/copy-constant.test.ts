@@ -1,21 +1,13 @@
 import * as tf from '@tensorflow/tfjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { accelerationStatus, suspendAcceleration } from './accel.js';
+import { suspendAcceleration } from './accel.js';
 import { copyConstantMix } from './copy-constant.js';
 import { ConfigError, ShapeError } from './errors.js';
-import { SeededRandom } from './random.js';
-import { expectNoLeak, expectValuesClose, valuesOn, withBackend, type TensorValues } from './testing.js';
+import { accelerationPaths, seededNormals, expectNoLeak, expectValuesClose, valuesOn, withBackend, type TensorValues } from './testing.js';
 
-function randomValues(size: number, seed: number, scale = 1): Float32Array {
-  const rng = new SeededRandom(seed);
-  return Float32Array.from({ length: size }, () => rng.normal() * scale);
-}
 
 /** Fused (when acceleration is active) and composite, on wasm; cpu always runs the composite form. */
-const PATHS = [
-  ...(accelerationStatus().active ? [{ path: 'fused native kernels', accelerated: true }] : []),
-  { path: 'composite ops', accelerated: false },
-] as const;
+const PATHS = accelerationPaths();
 
 /** N tokens, D width, C constant experts. */
 const CASES = [
@@ -27,13 +19,13 @@ const CASES = [
 
 /** Inputs of a case: gates with zeros (tokens that did not pick an expert) and sums below 1. */
 function caseInputs({ n, d, c }: (typeof CASES)[number], seed: number) {
-  const gates = Float32Array.from(randomValues(n * (1 + c), seed), (v, i) => (i % 3 === 1 ? 0 : Math.abs(v) * 0.4));
+  const gates = Float32Array.from(seededNormals(n * (1 + c), seed), (v, i) => (i % 3 === 1 ? 0 : Math.abs(v) * 0.4));
   return {
-    x: randomValues(n * d, seed + 1),
+    x: seededNormals(n * d, seed + 1),
     gates,
-    mixWeight: randomValues(d * 2 * c, seed + 2, 0.5),
-    vectors: randomValues(c * d, seed + 3),
-    upstream: randomValues(n * d, seed + 4),
+    mixWeight: seededNormals(d * 2 * c, seed + 2, 0.5),
+    vectors: seededNormals(c * d, seed + 3),
+    upstream: seededNormals(n * d, seed + 4),
   };
 }
 

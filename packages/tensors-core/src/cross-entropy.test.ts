@@ -5,13 +5,10 @@ import { softmaxCrossEntropy } from './cross-entropy.js';
 import { ConfigError, ShapeError } from './errors.js';
 import { fusedOpsActive } from './fused.js';
 import { SeededRandom } from './random.js';
-import { checkGradients, expectNoLeak, expectValuesClose, valuesOn, withBackend, type TensorValues } from './testing.js';
+import { accelerationPaths, seededNormals, checkGradients, expectNoLeak, expectValuesClose, valuesOn, withBackend, type TensorValues } from './testing.js';
 
 /** Logits `[N, V]`: normal with standard deviation `scale`. */
-function randomLogits(numTokens: number, vocabSize: number, seed: number, scale = 1): Float32Array {
-  const rng = new SeededRandom(seed);
-  return Float32Array.from({ length: numTokens * vocabSize }, () => rng.normal() * scale);
-}
+const randomLogits = (numTokens: number, vocabSize: number, seed: number, scale = 1): Float32Array => seededNormals(numTokens * vocabSize, seed, scale);
 
 /** Targets `[N]` in `[0, V)`. */
 function randomTargets(numTokens: number, vocabSize: number, seed: number): Int32Array {
@@ -36,10 +33,7 @@ function reference(logits: Float32Array, targets: Int32Array, upstream: Float32A
 const asValues = (shape: number[], values: number[]): TensorValues => ({ shape, dtype: 'float32', values });
 
 /** Fused (when acceleration is active) and composite, on wasm; cpu is always the composite reference. */
-const PATHS = [
-  ...(accelerationStatus().active ? [{ path: 'fused native kernels', accelerated: true }] : []),
-  { path: 'composite ops', accelerated: false },
-] as const;
+const PATHS = accelerationPaths();
 
 describe.each(PATHS)('softmaxCrossEntropy on wasm: $path', ({ accelerated }) => {
   let resume: (() => void) | undefined;

@@ -3,21 +3,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { accelerationStatus, suspendAcceleration, withAcceleration } from './accel.js';
 import { ConfigError, ShapeError } from './errors.js';
 import { fusedOpsActive, gelu, rmsNorm, rotaryEmbedding, swiglu } from './fused.js';
-import { SeededRandom } from './random.js';
-import { checkGradients, expectNoLeak, expectValuesClose, valuesOn, withBackend, type TensorValues } from './testing.js';
+import { accelerationPaths, seededNormals, checkGradients, expectNoLeak, expectValuesClose, valuesOn, withBackend, type TensorValues } from './testing.js';
 
-function randomValues(size: number, seed: number, scale = 1): Float32Array {
-  const rng = new SeededRandom(seed);
-  return Float32Array.from({ length: size }, () => rng.normal() * scale);
-}
 
 const sizeOf = (shape: readonly number[]): number => shape.reduce((p, d) => p * d, 1);
 
 /** Fused (when acceleration is active) and composite, on wasm; cpu is always the composite reference. */
-const PATHS = [
-  ...(accelerationStatus().active ? [{ path: 'fused native kernels', accelerated: true }] : []),
-  { path: 'composite ops', accelerated: false },
-] as const;
+const PATHS = accelerationPaths();
 
 const TOLERANCE = { atol: 2e-5, rtol: 2e-5 };
 
@@ -55,9 +47,9 @@ describe.each(PATHS)('fused ops on wasm: $path', ({ accelerated }) => {
     { shape: [1, 2] },
     { shape: [3, 64] },
   ])('swiglu $shape: values and gradient match cpu', async ({ shape }) => {
-    const upValues = randomValues(sizeOf(shape), 1, 3);
+    const upValues = seededNormals(sizeOf(shape), 1, 3);
     const outShape = [...shape.slice(0, -1), (shape[shape.length - 1] as number) / 2];
-    const weights = randomValues(sizeOf(outShape), 2);
+    const weights = seededNormals(sizeOf(outShape), 2);
     const forward = (): tf.Tensor => swiglu(tf.tensor(upValues, shape));
     const gradient = (): tf.Tensor =>
       tf.grad((up: tf.Tensor) => tf.sum(tf.mul(swiglu(up), tf.tensor(weights, outShape))))(tf.tensor(upValues, shape));
@@ -75,10 +67,10 @@ describe.each(PATHS)('fused ops on wasm: $path', ({ accelerated }) => {
 
   it.each([{ shape: [5, 8] }, { shape: [2, 3, 7] }, { shape: [1000] }])('gelu $shape: values and gradient match cpu', async ({ shape }) => {
     // spread over [-6, 6] and beyond, where erf saturates
-    const xValues = randomValues(sizeOf(shape), 12, 3);
+    const xValues = seededNormals(sizeOf(shape), 12, 3);
     xValues[0] = -30;
     xValues[1] = 30;
-    const weights = randomValues(sizeOf(shape), 13);
+    const weights = seededNormals(sizeOf(shape), 13);
     const forward = (): tf.Tensor => gelu(tf.tensor(xValues, shape));
     const gradient = (): tf.Tensor => tf.grad((x: tf.Tensor) => tf.sum(tf.mul(gelu(x), tf.tensor(weights, shape))))(tf.tensor(xValues, shape));
     await expectNoLeak(async () => {
@@ -98,9 +90,9 @@ describe.each(PATHS)('fused ops on wasm: $path', ({ accelerated }) => {
     { shape: [7, 192], eps: 1e-5 },
   ])('rmsNorm $shape eps $eps: values and gradients (x and weight) match cpu', async ({ shape, eps }) => {
     const d = shape[shape.length - 1] as number;
-    const xValues = randomValues(sizeOf(shape), 3);
-    const weightValues = randomValues(d, 4);
-    const upstream = randomValues(sizeOf(shape), 5);
+    const xValues = seededNormals(sizeOf(shape), 3);
+    const weightValues = seededNormals(d, 4);
+    const upstream = seededNormals(sizeOf(shape), 5);
     const forward = (): tf.Tensor => rmsNorm(tf.tensor(xValues, shape), tf.tensor1d(weightValues), eps);
     const gradients = (): tf.Tensor[] =>
       tf.grads((x: tf.Tensor, weight: tf.Tensor) => tf.sum(tf.mul(rmsNorm(x, weight, eps), tf.tensor(upstream, shape))))([
@@ -121,11 +113,11 @@ describe.each(PATHS)('fused ops on wasm: $path', ({ accelerated }) => {
   it('gradients agree with finite differences', async () => {
     await withBackend('wasm', () =>
       tf.tidy(() => {
-        const up = tf.tensor(randomValues(3 * 6, 6), [3, 6]);
+        const up = tf.tensor(seededNormals(3 * 6, 6), [3, 6]);
         checkGradients((u) => tf.sum(tf.square(swiglu(u))), [up]);
         checkGradients((u) => tf.sum(tf.mul(gelu(u), u)), [up]);
-        const x = tf.tensor(randomValues(3 * 5, 7), [3, 5]);
-        const weight = tf.tensor1d(randomValues(5, 8));
+        const x = tf.tensor(seededNormals(3 * 5, 7), [3, 5]);
+        const weight = tf.tensor1d(seededNormals(5, 8));
         checkGradients((a, w) => tf.sum(tf.mul(rmsNorm(a, w as tf.Tensor), tf.range(0, 15).reshape([3, 5]))), [x, weight]);
       }),
     );
@@ -157,9 +149,9 @@ describe.each(PATHS)('fused ops on wasm: $path', ({ accelerated }) => {
 
 describe.runIf(accelerationStatus().active)('fused ops: forward with acceleration, backward without', () => {
   it('the backward pass falls back to the composite gradients and still matches cpu', async () => {
-    const upValues = randomValues(4 * 10, 9, 2);
-    const xValues = randomValues(4 * 6, 10);
-    const weightValues = randomValues(6, 11);
+    const upValues = seededNormals(4 * 10, 9, 2);
+    const xValues = seededNormals(4 * 6, 10);
+    const weightValues = seededNormals(6, 11);
     const run = async (suspendBackward: boolean): Promise<TensorValues[]> =>
       valuesOn('wasm', () => {
         const up = tf.tensor2d(upValues, [4, 10]);
@@ -277,8 +269,8 @@ describe.each(PATHS)('rotaryEmbedding on wasm: $path', ({ accelerated }) => {
     const seqLen = shape[shape.length - 2] as number;
     const headDim = shape[shape.length - 1] as number;
     const { cos, sin } = rotaryHalfTables(seqLen, headDim);
-    const xValues = randomValues(sizeOf(shape), 21, 2);
-    const upstream = randomValues(sizeOf(shape), 22);
+    const xValues = seededNormals(sizeOf(shape), 21, 2);
+    const upstream = seededNormals(sizeOf(shape), 22);
     const tables = (): [tf.Tensor, tf.Tensor] => [tf.tensor2d(cos, [seqLen, headDim / 2]), tf.tensor2d(sin, [seqLen, headDim / 2])];
     const forward = (): tf.Tensor => rotaryEmbedding(tf.tensor(xValues, shape), ...tables());
     const gradient = (): tf.Tensor =>
@@ -299,8 +291,8 @@ describe.each(PATHS)('rotaryEmbedding on wasm: $path', ({ accelerated }) => {
     const { cos, sin } = rotaryHalfTables(3, 4, 7);
     await withBackend('wasm', () =>
       tf.tidy(() => {
-        const x = tf.tensor(randomValues(2 * 3 * 4, 23), [2, 3, 4]);
-        const weights = tf.tensor(randomValues(2 * 3 * 4, 24), [2, 3, 4]);
+        const x = tf.tensor(seededNormals(2 * 3 * 4, 23), [2, 3, 4]);
+        const weights = tf.tensor(seededNormals(2 * 3 * 4, 24), [2, 3, 4]);
         const cosTable = tf.tensor2d(cos, [3, 2]);
         const sinTable = tf.tensor2d(sin, [3, 2]);
         checkGradients((u) => tf.sum(tf.mul(tf.square(rotaryEmbedding(u, cosTable, sinTable)), weights)), [x]);
@@ -313,7 +305,7 @@ describe.runIf(accelerationStatus().active)('rotaryEmbedding: fused and composit
   it('give the same float32 values on wasm, bit for bit (same products and sums, no FMA)', async () => {
     const shape = [2, 3, 33, 64];
     const { cos, sin } = rotaryHalfTables(33, 64);
-    const xValues = randomValues(sizeOf(shape), 25, 3);
+    const xValues = seededNormals(sizeOf(shape), 25, 3);
     const forward = (): tf.Tensor => rotaryEmbedding(tf.tensor(xValues, shape), tf.tensor2d(cos, [33, 32]), tf.tensor2d(sin, [33, 32]));
     const [fused] = (await valuesOn('wasm', forward)) as [TensorValues];
     const [composite] = (await withAcceleration(false, () => valuesOn('wasm', forward))) as [TensorValues];
@@ -322,7 +314,7 @@ describe.runIf(accelerationStatus().active)('rotaryEmbedding: fused and composit
 
   it('a fused forward pass with a composite backward pass (acceleration suspended) still gives the gradient', async () => {
     const { cos, sin } = rotaryHalfTables(4, 6);
-    const xValues = randomValues(2 * 4 * 6, 26);
+    const xValues = seededNormals(2 * 4 * 6, 26);
     const resumeLater: Array<() => void> = [];
     let mixed: TensorValues[];
     try {

@@ -4,13 +4,8 @@ import { accelerationStatus, suspendAcceleration, withAcceleration } from './acc
 import { ConfigError, ShapeError } from './errors.js';
 import { fusedOpsActive } from './fused.js';
 import { groupedSwigluFfn } from './grouped-ffn.js';
-import { SeededRandom } from './random.js';
-import { checkGradients, checkVariableGradients, expectNoLeak, expectValuesClose, valuesOn, withBackend, type TensorValues } from './testing.js';
+import { accelerationPaths, seededNormals, checkGradients, checkVariableGradients, expectNoLeak, expectValuesClose, valuesOn, withBackend, type TensorValues } from './testing.js';
 
-function randomValues(size: number, seed: number, scale = 1): Float32Array {
-  const rng = new SeededRandom(seed);
-  return Float32Array.from({ length: size }, () => rng.normal() * scale);
-}
 
 const sum = (values: readonly number[]): number => values.reduce((total, n) => total + n, 0);
 
@@ -35,10 +30,10 @@ function makeCase(groupSizes: readonly number[], d: number, f: number, seed: num
     groupSizes,
     d,
     f,
-    rows: randomValues(m * d, seed),
-    ups: groupSizes.map((_, g) => randomValues(d * 2 * f, seed + 100 + g, 1 / Math.sqrt(d))),
-    downs: groupSizes.map((_, g) => randomValues(f * d, seed + 200 + g, 1 / Math.sqrt(f))),
-    upstream: randomValues(m * d, seed + 1),
+    rows: seededNormals(m * d, seed),
+    ups: groupSizes.map((_, g) => seededNormals(d * 2 * f, seed + 100 + g, 1 / Math.sqrt(d))),
+    downs: groupSizes.map((_, g) => seededNormals(f * d, seed + 200 + g, 1 / Math.sqrt(f))),
+    upstream: seededNormals(m * d, seed + 1),
   };
 }
 
@@ -102,10 +97,7 @@ function referenceForward(c: GroupedCase): TensorValues {
 }
 
 /** Fused (when acceleration is active) and composite, on wasm; cpu is always the composite reference. */
-const PATHS = [
-  ...(accelerationStatus().active ? [{ path: 'fused native kernels', accelerated: true }] : []),
-  { path: 'composite ops', accelerated: false },
-] as const;
+const PATHS = accelerationPaths();
 
 const CASES = [
   { label: 'an empty group and a group of 1, odd widths', groupSizes: [3, 0, 1, 5], d: 6, f: 5 },

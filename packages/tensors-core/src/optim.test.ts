@@ -1,10 +1,10 @@
 import * as tf from '@tensorflow/tfjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { accelerationStatus, suspendAcceleration } from './accel.js';
+import { suspendAcceleration } from './accel.js';
 import { ConfigError, ShapeError } from './errors.js';
 import { adamwUpdate, sumOfSquares, type AdamWUpdateScalars } from './optim.js';
 import { SeededRandom } from './random.js';
-import { expectNoLeak, valuesOn, withBackend, type TensorValues } from './testing.js';
+import { accelerationPaths, expectNoLeak, valuesOn, withBackend, type TensorValues } from './testing.js';
 
 const f32 = Math.fround;
 const sizeOf = (shape: readonly number[]): number => shape.reduce((p, d) => p * d, 1);
@@ -56,10 +56,7 @@ function expectBitwiseEqual(actual: TensorValues, expected: Float32Array, shape:
 }
 
 /** Fused (when acceleration is active) and composite, on wasm; cpu always runs the composite form. */
-const PATHS = [
-  ...(accelerationStatus().active ? [{ path: 'fused native kernel', accelerated: true }] : []),
-  { path: 'composite ops', accelerated: false },
-] as const;
+const PATHS = accelerationPaths('fused native kernel');
 
 describe.each(PATHS)('adamwUpdate on wasm: $path', ({ accelerated }) => {
   let resume: (() => void) | undefined;

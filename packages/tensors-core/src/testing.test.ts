@@ -1,10 +1,12 @@
-/** Tests of the README-example harness of `@moepp/tensors-core/testing`. */
+/** Tests of `@moepp/tensors-core/testing`: the README-example harness, seeded values and acceleration paths. */
 import { existsSync, mkdirSync, mkdtempSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
-import { expectReadmeExample, readmeExampleBlocks, startReadmeExample } from './testing.js';
+import { accelerationStatus } from './accel.js';
+import { SeededRandom } from './random.js';
+import { accelerationPaths, expectReadmeExample, readmeExampleBlocks, seededNormals, startReadmeExample } from './testing.js';
 
 const scratch = mkdtempSync(join(tmpdir(), 'moepp-testing-'));
 afterAll(() => rmSync(scratch, { recursive: true, force: true }));
@@ -91,5 +93,21 @@ describe('startReadmeExample', () => {
     run.cleanup(); // idempotent
     expect(process.cwd()).toBe(before);
     expect(existsSync(run.workDir)).toBe(false);
+  });
+});
+
+describe('seededNormals and accelerationPaths', () => {
+  it('seededNormals draws the same scaled values for the same seed, others for another', () => {
+    const [a, b, c] = [seededNormals(5, 3), seededNormals(5, 3, 2), seededNormals(5, 4)];
+    expect(Array.from(b)).toEqual(Array.from(a, (v) => Math.fround(v * 2)));
+    expect(Array.from(c)).not.toEqual(Array.from(a));
+    const rng = new SeededRandom(3);
+    expect(Array.from(a)).toEqual(Array.from({ length: 5 }, () => Math.fround(rng.normal())));
+  });
+
+  it('accelerationPaths lists the accelerated path only while acceleration is active, then the plain one', () => {
+    const expected = [...(accelerationStatus().active ? [{ path: 'fast', accelerated: true }] : []), { path: 'slow', accelerated: false }];
+    expect(accelerationPaths('fast', 'slow')).toEqual(expected);
+    expect(accelerationPaths().at(-1)).toEqual({ path: 'composite ops', accelerated: false });
   });
 });

@@ -1,12 +1,49 @@
 /**
  * Helpers for tests of tfjs code, exported as `@moepp/tensors-core/testing`:
- * closeness with a readable diff, a no-leak check, a finite-difference gradient check, and the harness
- * that keeps README examples compiled and running.
+ * closeness with a readable diff, a no-leak check, a finite-difference gradient check, seeded test
+ * values, the paths a fused op's suite runs, and the harness that keeps README examples compiled and
+ * running.
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
+import { accelerationStatus } from './accel.js';
+import { SeededRandom } from './random.js';
+
+/**
+ * Reproducible test values: `size` standard normal draws of a {@link SeededRandom} seeded with `seed`,
+ * times `scale`.
+ *
+ * @param size - how many values
+ * @param seed - the generator's seed
+ * @param scale - a factor for every value; default 1
+ * @returns `size` float32 values
+ */
+export function seededNormals(size: number, seed: number, scale = 1): Float32Array {
+  const rng = new SeededRandom(seed);
+  return Float32Array.from({ length: size }, () => rng.normal() * scale);
+}
+
+/** One path of {@link accelerationPaths}. */
+export interface AccelerationPath {
+  /** The path's name in test titles. */
+  readonly path: string;
+  /** Whether the suite runs with native acceleration (else it suspends it). */
+  readonly accelerated: boolean;
+}
+
+/**
+ * The paths a suite of an accelerated op runs on wasm, for `describe.each`: with native acceleration
+ * (only when it is active in this process) and without.
+ *
+ * @param acceleratedName - the accelerated path's name; default `'fused native kernels'`
+ * @param plainName - the other path's name; default `'composite ops'`
+ * @returns one or two paths, the accelerated one first
+ */
+export function accelerationPaths(acceleratedName = 'fused native kernels', plainName = 'composite ops'): readonly AccelerationPath[] {
+  return [...(accelerationStatus().active ? [{ path: acceleratedName, accelerated: true }] : []), { path: plainName, accelerated: false }];
+}
 
 /** Tolerances for {@link expectTensorClose}: `|a - b| <= atol + rtol·|b|` elementwise. */
 export interface Tolerance {

@@ -8,7 +8,7 @@ import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { gatherRows, planDispatch, scatterAddRows } from '../dispatch.js';
 import { SeededRandom } from '../random.js';
-import { expectNoLeak, expectValuesClose, valuesOn, type TensorValues } from '../testing.js';
+import { seededNormals, expectNoLeak, expectValuesClose, valuesOn, type TensorValues } from '../testing.js';
 import { registerKernelFixes, withStockKernels } from './index.js';
 
 const N = 12; // tokens
@@ -33,17 +33,13 @@ function assignment(): { tokenIds: number[][]; gateSlots: number[][] } {
   return { tokenIds, gateSlots };
 }
 
-function randomValues(size: number, seed: number, scale = 1): Float32Array {
-  const rng = new SeededRandom(seed);
-  return Float32Array.from({ length: size }, () => rng.normal() * scale);
-}
 
 const { tokenIds, gateSlots } = assignment();
-const xValues = randomValues(N * D, 1);
-const gateValues = randomValues(N * K, 2).map((v) => 1 / (1 + Math.exp(-v)));
-const w1Values = Array.from({ length: E }, (_, e) => randomValues(D * F, 10 + e, 0.3));
-const w2Values = Array.from({ length: E }, (_, e) => randomValues(F * D, 20 + e, 0.3));
-const targetValues = randomValues(N * D, 3);
+const xValues = seededNormals(N * D, 1);
+const gateValues = seededNormals(N * K, 2).map((v) => 1 / (1 + Math.exp(-v)));
+const w1Values = Array.from({ length: E }, (_, e) => seededNormals(D * F, 10 + e, 0.3));
+const w2Values = Array.from({ length: E }, (_, e) => seededNormals(F * D, 20 + e, 0.3));
+const targetValues = seededNormals(N * D, 3);
 
 /**
  * One MoE layer's output and a loss.

@@ -1,16 +1,11 @@
 import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { SeededRandom } from '../random.js';
-import { expectNoLeak, expectValuesClose, valuesOn, withBackend, type TensorValues } from '../testing.js';
+import { seededNormals, expectNoLeak, expectValuesClose, valuesOn, withBackend, type TensorValues } from '../testing.js';
 import { cpuGather, wasmGather } from './gather.js';
 import { registerKernelFixes, withStockKernels } from './index.js';
 
 const BACKENDS = ['cpu', 'wasm'] as const;
 
-function randomValues(size: number, seed: number): Float32Array {
-  const rng = new SeededRandom(seed);
-  return Float32Array.from({ length: size }, () => rng.normal());
-}
 
 interface GatherCase {
   readonly name: string;
@@ -37,7 +32,7 @@ const CASES: readonly GatherCase[] = [
 
 function xValues(c: GatherCase): number[] {
   const size = c.xShape.reduce((p, d) => p * d, 1);
-  const values = Array.from(randomValues(size, 1));
+  const values = Array.from(seededNormals(size, 1));
   if (c.dtype === 'int32') return values.map((v) => Math.round(v * 10));
   if (c.dtype === 'bool') return values.map((v) => (v > 0 ? 1 : 0));
   return values;
@@ -81,8 +76,8 @@ describe('GatherV2 fix', () => {
     });
 
     it('gradient matches stock cpu (duplicates summed)', async () => {
-      const params = randomValues(6 * 20, 2);
-      const dy = randomValues(4 * 20, 3);
+      const params = seededNormals(6 * 20, 2);
+      const dy = seededNormals(4 * 20, 3);
       const gradient = (): tf.Tensor =>
         tf.grad((p: tf.Tensor) => tf.gather(p, tf.tensor1d([5, 0, 5, 2], 'int32')))(tf.tensor(params, [6, 20]), tf.tensor(dy, [4, 20]));
       await expectNoLeak(async () => {

@@ -1,16 +1,11 @@
 import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { SeededRandom } from '../random.js';
-import { checkGradients, expectNoLeak, expectValuesClose, valuesOn, withBackend, type TensorValues } from '../testing.js';
+import { seededNormals, checkGradients, expectNoLeak, expectValuesClose, valuesOn, withBackend, type TensorValues } from '../testing.js';
 import { batchMatMulGradConfig, gatherNdGradConfig, topKGradConfig } from './gradients.js';
 import { registerKernelFixes, withStockKernels } from './index.js';
 
 const BACKENDS = ['cpu', 'wasm'] as const;
 
-function randomValues(size: number, seed: number): Float32Array {
-  const rng = new SeededRandom(seed);
-  return Float32Array.from({ length: size }, () => rng.normal());
-}
 
 beforeAll(() => {
   registerKernelFixes('cpu');
@@ -35,14 +30,14 @@ describe('TopK gradient', () => {
     { name: 'rank 1', x: [0.5, -1, 3, 2, 0], shape: [5], k: 2, sorted: true },
     { name: 'ties (lowest index wins)', x: [1, 3, 3, 2, 3, 5, 5, 5, 5, 5], shape: [2, 5], k: 3, sorted: true },
     { name: 'ties, unsorted', x: [1, 3, 3, 2, 3, 5, 5, 5, 5, 5], shape: [2, 5], k: 3, sorted: false },
-    { name: 'rank 3, k = L', x: Array.from(randomValues(2 * 3 * 4, 1)), shape: [2, 3, 4], k: 4, sorted: true },
+    { name: 'rank 3, k = L', x: Array.from(seededNormals(2 * 3 * 4, 1)), shape: [2, 3, 4], k: 4, sorted: true },
     { name: 'k = 0', x: [1, 2, 3], shape: [3], k: 0, sorted: true },
   ];
 
   describe.each(BACKENDS)('on %s', (backend) => {
     it.each(CASES)('$name: dy goes back to the chosen positions', async (c) => {
       const rows = c.x.length / (c.shape[c.shape.length - 1] as number);
-      const dValues = randomValues(rows * c.k, 2);
+      const dValues = seededNormals(rows * c.k, 2);
       const dShape = [...c.shape.slice(0, -1), c.k];
       await expectNoLeak(async () => {
         const [gradient, indices] = (await valuesOn(backend, () => {
@@ -68,7 +63,7 @@ describe('TopK gradient', () => {
     });
 
     it('matches finite differences for a smooth loss of distinct values', async () => {
-      const values = randomValues(3 * 6, 3);
+      const values = seededNormals(3 * 6, 3);
       await expectNoLeak(() =>
         withBackend(backend, () =>
           tf.tidy(() =>
@@ -124,8 +119,8 @@ describe('GatherNd gradient', () => {
     it.each(CASES)('$name: scatterND of dy, duplicates summed', async (c) => {
       const depth = c.indicesShape[c.indicesShape.length - 1] as number;
       const dyShape = [...c.indicesShape.slice(0, -1), ...c.paramsShape.slice(depth)];
-      const dy = randomValues(dyShape.reduce((p, d) => p * d, 1), 4);
-      const params = randomValues(c.paramsShape.reduce((p, d) => p * d, 1), 5);
+      const dy = seededNormals(dyShape.reduce((p, d) => p * d, 1), 4);
+      const params = seededNormals(c.paramsShape.reduce((p, d) => p * d, 1), 5);
       await expectNoLeak(async () => {
         const [gradient] = (await valuesOn(backend, () =>
           tf.grad((p: tf.Tensor) => tf.gatherND(p, tf.tensor(c.indices, [...c.indicesShape], 'int32')))(
@@ -160,8 +155,8 @@ describe('BatchMatMul gradient with broadcast batch dims', () => {
 
   describe.each(BACKENDS)('on %s', (backend) => {
     it.each(CASES)('$name: matches finite differences', async (c) => {
-      const a = randomValues(c.a.reduce((p, d) => p * d, 1), 6);
-      const b = randomValues(c.b.reduce((p, d) => p * d, 1), 7);
+      const a = seededNormals(c.a.reduce((p, d) => p * d, 1), 6);
+      const b = seededNormals(c.b.reduce((p, d) => p * d, 1), 7);
       await expectNoLeak(() =>
         withBackend(backend, () =>
           tf.tidy(() => checkGradients((x, w) => tf.sum(tf.square(tf.matMul(x, w))), [tf.tensor(a, c.a), tf.tensor(b, c.b)])),
@@ -170,8 +165,8 @@ describe('BatchMatMul gradient with broadcast batch dims', () => {
     });
 
     it.each(CASES)('$name: equals the gradient of the explicitly tiled product', async (c) => {
-      const a = randomValues(c.a.reduce((p, d) => p * d, 1), 8);
-      const b = randomValues(c.b.reduce((p, d) => p * d, 1), 9);
+      const a = seededNormals(c.a.reduce((p, d) => p * d, 1), 8);
+      const b = seededNormals(c.b.reduce((p, d) => p * d, 1), 9);
       // Reference: broadcast both operands with tf.broadcastTo first (no broadcasting inside matMul).
       const outer = tf.broadcast_util.assertAndGetBroadcastShape(c.a.slice(0, -2), c.b.slice(0, -2));
       const loss = (x: tf.Tensor, w: tf.Tensor, tile: boolean): tf.Scalar =>

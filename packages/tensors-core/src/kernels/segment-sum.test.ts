@@ -1,16 +1,11 @@
 import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { SeededRandom } from '../random.js';
-import { expectNoLeak, expectValuesClose, valuesOn, withBackend, type TensorValues } from '../testing.js';
+import { seededNormals, expectNoLeak, expectValuesClose, valuesOn, withBackend, type TensorValues } from '../testing.js';
 import { registerKernelFixes, withStockKernels } from './index.js';
 import { cpuUnsortedSegmentSum, unsortedSegmentSumGradConfig, wasmUnsortedSegmentSum } from './segment-sum.js';
 
 const BACKENDS = ['cpu', 'wasm'] as const;
 
-function randomValues(size: number, seed: number): Float32Array {
-  const rng = new SeededRandom(seed);
-  return Float32Array.from({ length: size }, () => rng.normal());
-}
 
 /** A plain-loop segment sum: rows of `x` (`[N, D]` flattened) added into `numSegments` rows. */
 function referenceSegmentSum(x: ArrayLike<number>, ids: readonly number[], numSegments: number, rowSize: number): number[] {
@@ -53,7 +48,7 @@ function inputs(c: SegmentCase, seed: number): { x: Float32Array; idsShape: numb
   const size = c.xShape.reduce((p, d) => p * d, 1);
   const idsShape = c.xShape.slice(0, c.idsRank);
   const rowSize = c.xShape.slice(c.idsRank).reduce((p, d) => p * d, 1);
-  return { x: randomValues(size, seed), idsShape, rowSize };
+  return { x: seededNormals(size, seed), idsShape, rowSize };
 }
 
 beforeAll(() => {
@@ -105,7 +100,7 @@ describe('UnsortedSegmentSum fix', () => {
     it.each(CASES)('$name: gradient is dy gathered at each in-range id, 0 elsewhere', async (c) => {
       const { x, idsShape, rowSize } = inputs(c, 2);
       const outSize = c.numSegments * rowSize;
-      const weights = randomValues(outSize, 3);
+      const weights = seededNormals(outSize, 3);
       const outShape = [c.numSegments, ...c.xShape.slice(c.idsRank)];
       const gradient = (): tf.Tensor =>
         tf.grad((t: tf.Tensor) =>
@@ -167,9 +162,9 @@ describe('UnsortedSegmentSum fix', () => {
 });
 
 describe('gather gradient (UnsortedSegmentSum in the backward pass)', () => {
-  const params = randomValues(5 * 3, 4);
+  const params = seededNormals(5 * 3, 4);
   const indices = [4, 0, 4, 2, 4, 1]; // 4 three times, 3 never
-  const weights = randomValues(indices.length * 3, 5);
+  const weights = seededNormals(indices.length * 3, 5);
   const gradient = (): tf.Tensor =>
     tf.grad((p: tf.Tensor) => tf.sum(tf.mul(tf.gather(p, tf.tensor1d(indices, 'int32')), tf.tensor(weights, [indices.length, 3]))))(
       tf.tensor(params, [5, 3]),

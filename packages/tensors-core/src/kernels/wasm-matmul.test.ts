@@ -1,17 +1,12 @@
 import * as tf from '@tensorflow/tfjs';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { accelerationStatus, activeAccel, suspendAcceleration, withAcceleration } from '../accel.js';
-import { SeededRandom } from '../random.js';
-import { checkGradients, expectNoLeak, expectValuesClose, valuesOn, withBackend, type TensorValues } from '../testing.js';
+import { accelerationPaths, seededNormals, checkGradients, expectNoLeak, expectValuesClose, valuesOn, withBackend, type TensorValues } from '../testing.js';
 import { registerKernelFixes, withStockKernels } from './index.js';
 import { stockKernel } from './registry.js';
 import { wasmBatchMatMul, wasmFusedMatMul } from './wasm-matmul.js';
 
 /** Float32 values from a fixed seed. */
-function randomValues(size: number, seed: number): Float32Array {
-  const rng = new SeededRandom(seed);
-  return Float32Array.from({ length: size }, () => rng.normal());
-}
 
 const sizeOf = (shape: readonly number[]): number => shape.reduce((p, d) => p * d, 1);
 
@@ -115,10 +110,7 @@ beforeAll(async () => {
  * test setup's initBackend turned it on if it could), and the XNNPACK path always. Every value and
  * gradient test runs on each.
  */
-const PATHS = [
-  ...(accelerationStatus().active ? [{ path: 'OpenBLAS', accelerated: true }] : []),
-  { path: 'XNNPACK', accelerated: false },
-] as const;
+const PATHS = accelerationPaths('OpenBLAS', 'XNNPACK');
 
 /** Runs a describe block's tests on one path: suspends acceleration for the XNNPACK path. */
 function onPath(accelerated: boolean): void {
@@ -172,8 +164,8 @@ describe.each(PATHS)('wasm BatchMatMul fix ($path)', ({ accelerated }) => {
   it.each(TABLE)('$name, transposeA $transposeA, transposeB $transposeB: values', async (c) => {
     const aShape = physical(c.a, c.transposeA);
     const bShape = physical(c.b, c.transposeB);
-    const aValues = randomValues(sizeOf(aShape), 1);
-    const bValues = randomValues(sizeOf(bShape), 2);
+    const aValues = seededNormals(sizeOf(aShape), 1);
+    const bValues = seededNormals(sizeOf(bShape), 2);
     const compute = (): tf.Tensor =>
       tf.matMul(tf.tensor(aValues, aShape), tf.tensor(bValues, bShape), c.transposeA, c.transposeB);
     await expectNoLeak(async () => {
@@ -190,10 +182,10 @@ describe.each(PATHS)('wasm BatchMatMul fix ($path)', ({ accelerated }) => {
   it.each(TABLE)('$name, transposeA $transposeA, transposeB $transposeB: gradients', async (c) => {
     const aShape = physical(c.a, c.transposeA);
     const bShape = physical(c.b, c.transposeB);
-    const aValues = randomValues(sizeOf(aShape), 3);
-    const bValues = randomValues(sizeOf(bShape), 4);
+    const aValues = seededNormals(sizeOf(aShape), 3);
+    const bValues = seededNormals(sizeOf(bShape), 4);
     const outShape = referenceMatMul(aValues, aShape, bValues, bShape, c.transposeA, c.transposeB).shape;
-    const weights = randomValues(sizeOf(outShape), 5);
+    const weights = seededNormals(sizeOf(outShape), 5);
     // A scalar loss with a different weight on every output element, so every gradient entry is tested.
     const loss = (a: tf.Tensor, b: tf.Tensor): tf.Scalar =>
       tf.sum(tf.mul(tf.matMul(a, b, c.transposeA, c.transposeB), tf.tensor(weights, [...outShape])));
@@ -216,8 +208,8 @@ describe.each(PATHS)('wasm BatchMatMul fix ($path)', ({ accelerated }) => {
   });
 
   it('fixes the broadcast batch case the stock kernel gets wrong', async () => {
-    const aValues = randomValues(2 * 5 * 7, 6);
-    const bValues = randomValues(3 * 7 * 4, 7);
+    const aValues = seededNormals(2 * 5 * 7, 6);
+    const bValues = seededNormals(3 * 7 * 4, 7);
     const compute = (): tf.Tensor => tf.matMul(tf.tensor(aValues, [2, 1, 5, 7]), tf.tensor(bValues, [1, 3, 7, 4]));
     await expectNoLeak(async () => {
       const reference = referenceMatMul(aValues, [2, 1, 5, 7], bValues, [1, 3, 7, 4], false, false);
@@ -309,10 +301,10 @@ describe.each(PATHS)('wasm _FusedMatMul fix ($path)', ({ accelerated }) => {
     async (c) => {
       const aShape = physical(c.a, c.transposeA);
       const bShape = physical(c.b, c.transposeB);
-      const aValues = randomValues(sizeOf(aShape), 11);
-      const bValues = randomValues(sizeOf(bShape), 12);
-      const biasValues = c.bias === null ? null : randomValues(sizeOf(c.bias), 13);
-      const preluValues = randomValues(sizeOf(c.prelu), 14).map((v) => Math.abs(v) * 0.5);
+      const aValues = seededNormals(sizeOf(aShape), 11);
+      const bValues = seededNormals(sizeOf(bShape), 12);
+      const biasValues = c.bias === null ? null : seededNormals(sizeOf(c.bias), 13);
+      const preluValues = seededNormals(sizeOf(c.prelu), 14).map((v) => Math.abs(v) * 0.5);
       const compute = (): tf.Tensor =>
         tf.fused.matMul({
           a: tf.tensor(aValues, aShape),
@@ -343,11 +335,11 @@ describe.each(PATHS)('wasm _FusedMatMul fix ($path)', ({ accelerated }) => {
   )('$name, transposes $transposeA/$transposeB, $activation with bias: gradients match cpu', async (c) => {
     const aShape = physical(c.a, c.transposeA);
     const bShape = physical(c.b, c.transposeB);
-    const aValues = randomValues(sizeOf(aShape), 21);
-    const bValues = randomValues(sizeOf(bShape), 22);
-    const biasValues = randomValues(4, 23);
+    const aValues = seededNormals(sizeOf(aShape), 21);
+    const bValues = seededNormals(sizeOf(bShape), 22);
+    const biasValues = seededNormals(4, 23);
     const outShape = [...c.a.slice(0, -1), 4];
-    const weights = randomValues(sizeOf(outShape), 24);
+    const weights = seededNormals(sizeOf(outShape), 24);
     const loss = (a: tf.Tensor, b: tf.Tensor, bias: tf.Tensor): tf.Scalar =>
       tf.sum(
         tf.mul(

@@ -1,7 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { SeededRandom } from '../random.js';
-import { expectNoLeak, expectValuesClose, valuesOn, withBackend, type TensorValues } from '../testing.js';
+import { seededNormals, expectNoLeak, expectValuesClose, valuesOn, withBackend, type TensorValues } from '../testing.js';
 import { registerKernelFixes, withStockKernels } from './index.js';
 import { sliceInto, wasmConcat, wasmSlice, wasmSplitV } from './wasm-slice.js';
 
@@ -9,10 +8,6 @@ beforeAll(() => {
   registerKernelFixes('wasm');
 });
 
-function randomValues(size: number, seed: number): Float32Array {
-  const rng = new SeededRandom(seed);
-  return Float32Array.from({ length: size }, () => rng.normal());
-}
 
 const sizeOf = (shape: readonly number[]): number => shape.reduce((p, d) => p * d, 1);
 
@@ -44,7 +39,7 @@ describe('wasm Slice fix', () => {
   it.each(SLICES.flatMap((c) => (['float32', 'int32', 'bool'] as const).map((dtype) => ({ ...c, dtype }))))(
     '$name, $dtype: matches cpu and the stock wasm kernel',
     async (c) => {
-      const values = randomValues(sizeOf(c.shape), 1).map((v) => (c.dtype === 'float32' ? v : Math.round(v * 3)));
+      const values = seededNormals(sizeOf(c.shape), 1).map((v) => (c.dtype === 'float32' ? v : Math.round(v * 3)));
       const compute = (): tf.Tensor => tf.slice(tf.tensor(values, [...c.shape], c.dtype), c.begin, c.size);
       await expectNoLeak(async () => {
         const [fixed] = (await valuesOn('wasm', compute)) as [TensorValues];
@@ -84,7 +79,7 @@ describe('wasm SplitV fix', () => {
   ];
 
   it.each(SPLITS)('$name: matches cpu and the stock wasm kernel', async (c) => {
-    const values = randomValues(sizeOf(c.shape), 2);
+    const values = seededNormals(sizeOf(c.shape), 2);
     const compute = (): tf.Tensor[] => tf.split(tf.tensor(values, c.shape), c.splits, c.axis);
     await expectNoLeak(async () => {
       const fixed = await valuesOn('wasm', compute);
@@ -99,8 +94,8 @@ describe('wasm SplitV fix', () => {
   });
 
   it('gradients through split and slice match cpu', async () => {
-    const values = randomValues(6 * 8, 3);
-    const weights = randomValues(6 * 4, 4);
+    const values = seededNormals(6 * 8, 3);
+    const weights = seededNormals(6 * 4, 4);
     const gradient = (): tf.Tensor =>
       tf.grad((x: tf.Tensor) => {
         const [a, b] = tf.split(x, 2, 1) as [tf.Tensor, tf.Tensor];
@@ -132,7 +127,7 @@ describe('wasm Concat fix', () => {
   it.each(CONCATS.flatMap((c) => (['float32', 'int32', 'bool'] as const).map((dtype) => ({ ...c, dtype }))))(
     '$name, $dtype: matches cpu and the stock kernel',
     async (c) => {
-      const inputs = c.shapes.map((shape, i) => Array.from(randomValues(sizeOf(shape), 10 + i)).map((v) => (c.dtype === 'float32' ? v : v > 0 ? 1 : 0)));
+      const inputs = c.shapes.map((shape, i) => Array.from(seededNormals(sizeOf(shape), 10 + i)).map((v) => (c.dtype === 'float32' ? v : v > 0 ? 1 : 0)));
       const compute = (): tf.Tensor => tf.concat(c.shapes.map((shape, i) => tf.tensor(inputs[i] as number[], shape, c.dtype)), c.axis);
       await expectNoLeak(async () => {
         const [fixed] = (await valuesOn('wasm', compute)) as [TensorValues];

@@ -1,7 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it, vi } from 'vitest';
-import { SeededRandom } from '../random.js';
-import { expectNoLeak, expectValuesClose, valuesOn, type TensorValues } from '../testing.js';
+import { seededNormals, expectNoLeak, expectValuesClose, valuesOn, type TensorValues } from '../testing.js';
 import { registerKernelFixes, withStockKernels } from './index.js';
 import { stockKernel } from './registry.js';
 import { wasmSum } from './wasm-sum.js';
@@ -10,10 +9,6 @@ beforeAll(() => {
   registerKernelFixes('wasm');
 });
 
-function randomValues(size: number, seed: number): Float32Array {
-  const rng = new SeededRandom(seed);
-  return Float32Array.from({ length: size }, () => rng.normal());
-}
 
 interface SumCase {
   readonly name: string;
@@ -43,7 +38,7 @@ describe('wasm Sum fix', () => {
   it.each(CASES.flatMap((c) => [false, true].map((keepDims) => ({ ...c, keepDims }))))(
     '$name, keepDims $keepDims: matches cpu and the stock wasm kernel',
     async (c) => {
-      const values = randomValues(c.shape.reduce((p, d) => p * d, 1), 1);
+      const values = seededNormals(c.shape.reduce((p, d) => p * d, 1), 1);
       const compute = (): tf.Tensor => tf.sum(tf.tensor(values, [...c.shape]), c.axis, c.keepDims);
       const stock = stockKernel(tf.Sum, 'wasm') as tf.KernelConfig;
       const spy = vi.spyOn(stock, 'kernelFunc');
@@ -76,8 +71,8 @@ describe('wasm Sum fix', () => {
   });
 
   it('the bias gradient of a broadcast add runs through it and matches cpu', async () => {
-    const x = randomValues(64 * 16, 2);
-    const bias = randomValues(16, 3);
+    const x = seededNormals(64 * 16, 2);
+    const bias = seededNormals(16, 3);
     const gradient = (): tf.Tensor => tf.grad((b: tf.Tensor) => tf.sum(tf.square(tf.add(tf.tensor2d(x, [64, 16]), b))))(tf.tensor1d(bias));
     await expectNoLeak(async () => {
       const [wasm] = (await valuesOn('wasm', gradient)) as [TensorValues];
